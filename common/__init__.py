@@ -1,0 +1,1 @@
+"""What both the producer and the workers need: defaults, errors, templates, schemas, keys, I/O."""

@@ -1,0 +1,1 @@
+"""Workers: run embedding and rerank batches on one device each."""

@@ -1,0 +1,1 @@
+"""Engines: one interface (base.py), several backends, chosen in registry.py."""

@@ -1,0 +1,181 @@
+"""The engine interface every backend implements.
+
+An engine is split like infinity's: pre-process (tokenise, cap, truncate, bucket, pad: CPU,
+here in the base class), core (a forward pass over one padded batch: the backend), and
+post-process (NaN checks, L2 normalisation, MRL, P(yes): here again, in fp32). A backend
+therefore only has to turn a padded batch into pooled hidden states or yes/no logit gaps, and
+every backend shares the same semantics by construction.
+"""
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from common import defaults
+from common.errors import ConfigError
+from common.templates import RERANK_PREFIX, RERANK_SUFFIX
+from workers import batching
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """Everything that decides what an engine computes. Two workers with equal specs are
+    interchangeable; a job's spec decides its queue."""
+
+    model: str
+    task: str = "embed"  # embed | rerank
+    backend: str = defaults.DEFAULT_BACKEND
+    dtype: str = defaults.DEFAULT_DTYPE  # fp32 | bf16 | fp16
+    device: str = defaults.DEFAULT_DEVICE  # cpu | cuda:N | vacc:N
+    seqlens: tuple[int, ...] = defaults.DEFAULT_SEQLENS
+    batch_tokens: int = defaults.DEFAULT_BATCH_TOKENS
+    max_batch_rows: int = defaults.DEFAULT_MAX_BATCH_ROWS
+    padding_side: str = defaults.DEFAULT_PADDING_SIDE
+    pad_to_bucket: bool = False  # True: every batch has exactly a bucket's length (fixed shapes)
+    chars_per_token_cap: int = defaults.CHARS_PER_TOKEN_CAP
+
+    def __post_init__(self):
+        if self.task not in ("embed", "rerank"):
+            raise ConfigError(f"task must be 'embed' or 'rerank', got {self.task!r}")
+        if self.dtype not in ("fp32", "bf16", "fp16"):
+            raise ConfigError(f"dtype must be fp32, bf16 or fp16, got {self.dtype!r}")
+        if self.padding_side not in ("left", "right"):
+            raise ConfigError(f"padding_side must be 'left' or 'right', got {self.padding_side!r}")
+        object.__setattr__(self, "seqlens", batching.validate_seqlens(self.seqlens))
+
+    @property
+    def max_tokens(self) -> int:
+        return self.seqlens[-1]
+
+    @property
+    def max_chars(self) -> int:
+        return self.max_tokens * self.chars_per_token_cap
+
+
+@dataclass
+class EmbedOutput:
+    vectors: np.ndarray      # [n, dim] float32, unit length; zeros where errors[i] is set
+    n_tokens: np.ndarray     # [n] int32 real tokens fed to the model (incl. <|endoftext|>)
+    truncated: np.ndarray    # [n] bool
+    errors: list[str | None] = field(default_factory=list)  # per row; such rows must not be written
+
+
+@dataclass
+class RerankOutput:
+    scores: np.ndarray       # [n] float32 P(yes); NaN where errors[i] is set
+    n_tokens: np.ndarray
+    truncated: np.ndarray
+    errors: list[str | None] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    hidden_size: int
+    random_weights: bool
+    source: str  # the folder or hub id it was loaded from
+
+
+class Engine(ABC):
+    """Embeds texts or scores (query, document) pairs, in the caller's order."""
+
+    spec: EngineSpec
+    info: ModelInfo
+    tokenizer: object
+    endoftext_id: int
+    pad_id: int
+    yes_id: int
+    no_id: int
+
+    # --- what a backend implements -------------------------------------------------------------
+    @abstractmethod
+    def forward_embed(self, batch: batching.Batch) -> np.ndarray:
+        """[b, hidden] float32: the final hidden state at each row's last real token."""
+
+    @abstractmethod
+    def forward_rerank(self, batch: batching.Batch) -> np.ndarray:
+        """[b] float32: logit(yes) - logit(no) at each row's last real token."""
+
+    # --- shared pre- and post-processing --------------------------------------------------------
+    def embed(self, texts: Sequence[str], dim: int | None = None) -> EmbedOutput:
+        """Embed already-formatted texts (see common.templates for queries)."""
+        dim = self.check_dim(dim)
+        rows = batching.tokenize_for_embedding(self.tokenizer, texts, self.spec.max_tokens, self.endoftext_id,
+                                               self.spec.max_chars)
+        vectors = np.zeros((len(rows), dim), dtype=np.float32)
+        errors = [r.error for r in rows]
+        for batch in self.batches(rows):
+            pooled = self.forward_embed(batch)
+            assert pooled.shape == (len(batch.rows), self.info.hidden_size), pooled.shape
+            vectors[batch.rows], bad = normalize_mrl(pooled, dim)
+            self.mark_batch_errors(errors, batch, bad, "embedding")
+        return EmbedOutput(vectors, *self.row_stats(rows), errors=errors)
+
+    def rerank(self, queries: Sequence[str], documents: Sequence[str],
+               instruction: str = defaults.DEFAULT_RERANK_INSTRUCTION) -> RerankOutput:
+        rows = batching.tokenize_for_rerank(self.tokenizer, self.rerank_prompt_ids(), queries, documents,
+                                            instruction, self.spec.max_tokens, self.spec.max_chars)
+        scores = np.full(len(rows), np.nan, dtype=np.float32)
+        errors = [r.error for r in rows]
+        for batch in self.batches(rows):
+            gap = self.forward_rerank(batch).astype(np.float32)
+            assert gap.shape == (len(batch.rows),), gap.shape
+            bad = ~np.isfinite(gap)
+            # P(yes) = softmax([no, yes])[1] = sigmoid(yes - no), computed stably in fp32
+            scores[batch.rows] = np.where(bad, np.nan, 1.0 / (1.0 + np.exp(-np.where(bad, 0.0, gap))))
+            self.mark_batch_errors(errors, batch, bad, "rerank score")
+        return RerankOutput(scores, *self.row_stats(rows), errors=errors)
+
+    def batches(self, rows: list[batching.TokenizedRow]):
+        runnable = [i for i, r in enumerate(rows) if r.error is None]
+        if not runnable:
+            return
+        ids = [rows[i].ids for i in runnable]
+        plans = batching.plan_batches([len(x) for x in ids], self.spec.seqlens, self.spec.batch_tokens,
+                                      self.spec.max_batch_rows, self.spec.pad_to_bucket)
+        positions = np.asarray(runnable)
+        for local_rows, seqlen in plans:
+            batch = batching.pad_rows(ids, local_rows, seqlen, self.pad_id, self.spec.padding_side)
+            batch.rows = positions[local_rows]
+            yield batch
+
+    def check_dim(self, dim: int | None) -> int:
+        hidden = self.info.hidden_size
+        if dim is None:
+            return hidden
+        if not defaults.MIN_EMBEDDING_DIM <= dim <= hidden:
+            raise ConfigError(
+                f"embedding dim {dim} is out of range: Qwen3-Embedding supports MRL dims from "
+                f"{defaults.MIN_EMBEDDING_DIM} to its hidden size {hidden}")
+        return dim
+
+    def rerank_prompt_ids(self) -> batching.RerankPromptIds:
+        if not hasattr(self, "_rerank_prompt_ids"):
+            prefix, suffix = batching.tokenize_texts(self.tokenizer, [RERANK_PREFIX, RERANK_SUFFIX])
+            self._rerank_prompt_ids = batching.RerankPromptIds(prefix, suffix)
+        return self._rerank_prompt_ids
+
+    @staticmethod
+    def row_stats(rows: list[batching.TokenizedRow]) -> tuple[np.ndarray, np.ndarray]:
+        return (np.array([len(r.ids) for r in rows], dtype=np.int32),
+                np.array([r.truncated for r in rows], dtype=bool))
+
+    def mark_batch_errors(self, errors: list, batch: batching.Batch, bad: np.ndarray, what: str) -> None:
+        """A non-finite value poisons its whole batch: report every row of it, write none."""
+        if not bad.any():
+            return
+        message = (f"non_finite_output: NaN/inf {what} in a batch of {len(batch.rows)} rows at seqlen "
+                   f"{batch.seqlen}, dtype {self.spec.dtype}; fp16 overflows on some inputs, use bf16 or fp32")
+        for r in batch.rows:
+            errors[int(r)] = message
+
+
+def normalize_mrl(pooled: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """Take the first `dim` components, then L2-normalise over the hidden axis (never the batch
+    axis: the vendor demo's bug). Returns (vectors, rows that are not finite)."""
+    x = pooled[:, :dim].astype(np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    bad = ~np.isfinite(x).all(axis=1) | ~np.isfinite(norms[:, 0]) | (norms[:, 0] == 0)
+    out = np.where(bad[:, None], 0.0, x / np.where(bad[:, None], 1.0, norms)).astype(np.float32)
+    return out, bad

@@ -1,0 +1,49 @@
+"""Loading real Qwen3 checkpoints from a local folder or a Hugging Face hub id."""
+
+from pathlib import Path
+
+from common.errors import ModelLoadError
+from workers.models.random_init import is_random_weights
+
+TORCH_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
+def resolve_source(model: str) -> tuple[str, bool]:
+    """(what to pass to from_pretrained, whether it is a local folder)."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(f"model folder {path} has no config.json: is it a transformers checkpoint folder?")
+        return str(path), True
+    if path.exists():
+        raise ModelLoadError(f"--model {model} is a file; pass the checkpoint folder that holds config.json")
+    if model.count("/") != 1 or model.startswith((".", "/", "~")):
+        raise ModelLoadError(f"model folder {model} does not exist (and it is not a hub id like Qwen/Qwen3-Embedding-0.6B)")
+    return model, False
+
+
+def load_pretrained(model: str, task: str, dtype: str, revision: str | None = None):
+    """(tokenizer, model) for Qwen3-Embedding (Qwen3Model) or Qwen3-Reranker (Qwen3ForCausalLM)."""
+    import torch
+    from transformers import AutoConfig, AutoTokenizer, Qwen3ForCausalLM, Qwen3Model
+
+    source, local = resolve_source(model)
+    try:
+        config = AutoConfig.from_pretrained(source, revision=revision)
+    except OSError as exc:
+        if local:
+            raise ModelLoadError(f"could not read the config of {source}: {exc}") from exc
+        raise ModelLoadError(
+            f"could not fetch {source!r} from the Hugging Face hub ({type(exc).__name__}). Offline? Download it on "
+            f"a machine with network (huggingface-cli download {source} --local-dir DIR) and pass --model DIR"
+        ) from exc
+    if config.model_type != "qwen3":
+        raise ModelLoadError(f"{source} is a {config.model_type!r} model; this tool runs Qwen3-Embedding and Qwen3-Reranker")
+    cls = Qwen3Model if task == "embed" else Qwen3ForCausalLM
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, revision=revision)
+        net = cls.from_pretrained(source, revision=revision, dtype=getattr(torch, TORCH_DTYPES[dtype]),
+                                  attn_implementation="sdpa")
+    except OSError as exc:
+        raise ModelLoadError(f"could not load the {task} model from {source}: {exc}") from exc
+    return tokenizer, net.eval(), (local and is_random_weights(source))

@@ -1,0 +1,1 @@
+"""Building model folders: the Qwen BPE tokenizer and random-weight Qwen3 checkpoints."""
