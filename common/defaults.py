@@ -34,3 +34,32 @@ DEFAULT_PADDING_SIDE = "right"  # right padding needs no padding mask under caus
 
 # --- tiny models --------------------------------------------------------------------------------
 TINY_MODEL_SEED = 1234
+
+# --- jobs and shards ------------------------------------------------------------------------------
+DEFAULT_SHARD_ROWS = 10_000  # input rows per shard task
+DEFAULT_ID_COLUMN = "id"
+ROW_NUMBER_ID = "@row"  # --id-column @row numbers rows "<file>:<row>" when the corpus has no ids
+DEFAULT_TEXT_COLUMN = "text"
+DEFAULT_QUERY_COLUMN = "query"
+DEFAULT_DOCUMENT_COLUMN = "document"
+ENGINE_CHUNK_ROWS = 2048  # rows handed to the engine at once inside a shard (bounds memory)
+READ_BATCH_ROWS = 8192  # rows per Arrow batch while streaming an input file
+MAX_JSONL_LINE_BYTES = 64 * 1024 * 1024  # a longer line is rejected unparsed
+DUPLICATE_ID_PARTITIONS = 16  # spill partitions for the bounded-memory duplicate-id pass
+SAMPLE_HASH_BYTES = 1 << 20  # bytes hashed at each end of an input or weight file for its identity
+
+# --- broker and reliability (../shared/reference/reliability.md) ----------------------------------
+DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_TASK_TIME_LIMIT_S = 1800
+DEFAULT_TASK_SOFT_TIME_LIMIT_S = 1700
+# Must exceed the task time limit (2x): a message unacked longer than this is delivered again.
+DEFAULT_VISIBILITY_TIMEOUT_S = 2 * DEFAULT_TASK_TIME_LIMIT_S
+DEFAULT_MAX_ATTEMPTS = 3  # deliveries of one shard before it is quarantined
+DEFAULT_RETRY_COUNTDOWN_S = 2  # far below the visibility timeout: ETA tasks sit unacked in memory
+DEFAULT_WORKER_PROC_ALIVE_TIMEOUT_S = 300  # a child that loads a model at start needs time
+DEFAULT_SOFT_SHUTDOWN_TIMEOUT_S = 10  # SIGTERM: finish or requeue within seconds
+PUBLISH_MAX_RETRIES = 5
+PUBLISH_RETRY_INTERVAL_S = 0.5
+WORKER_HEARTBEAT_S = 5
+WORKER_HEARTBEAT_TTL_S = 30
+PROGRESS_REFRESH_S = 1.0

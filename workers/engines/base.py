@@ -7,9 +7,10 @@ therefore only has to turn a padded batch into pooled hidden states or yes/no lo
 every backend shares the same semantics by construction.
 """
 
+import copy
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -139,6 +140,15 @@ class Engine(ABC):
             batch = batching.pad_rows(ids, local_rows, seqlen, self.pad_id, self.spec.padding_side)
             batch.rows = positions[local_rows]
             yield batch
+
+    def configured(self, seqlens: tuple[int, ...]) -> "Engine":
+        """This engine with a job's own length buckets; the loaded model is shared, not copied."""
+        seqlens = batching.validate_seqlens(seqlens)
+        if seqlens == self.spec.seqlens:
+            return self
+        clone = copy.copy(self)
+        clone.spec = replace(self.spec, seqlens=seqlens)
+        return clone
 
     def check_dim(self, dim: int | None) -> int:
         hidden = self.info.hidden_size

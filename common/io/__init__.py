@@ -1,0 +1,1 @@
+"""Corpus readers, the output store and its commit protocol, Parquet output."""

@@ -1,0 +1,310 @@
+"""Reading corpora: jsonl and Parquet, one file, a folder or a glob.
+
+Planning streams each file once (`scan_*`): row counts, shard boundaries (byte offsets for
+jsonl) and ids, in bounded memory. A shard then reads only its own row range (`read_rows`).
+Every row comes back either as values or as a reject reason: a bad row never kills a shard.
+"""
+
+import glob
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from common import defaults
+from common.errors import Qwen3BatchError
+from common.schemas import InputFile, ShardSpec
+
+FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
+BOM = b"\xef\xbb\xbf"
+
+
+class InputError(Qwen3BatchError):
+    """A whole input file is unusable; raised before anything is enqueued."""
+
+
+@dataclass
+class Row:
+    row: int  # jsonl: 1-based line number; parquet: 0-based row index (as reported in rejects)
+    index: int = -1  # 0-based row index within the file (jsonl: among non-blank lines)
+    id: object = None
+    values: tuple | None = None  # the text (embed) or (query, document) (rerank)
+    reject: str | None = None  # reason code: detail
+
+
+# --- finding inputs ---------------------------------------------------------------------------
+def discover_inputs(source: str) -> list[tuple[Path, str]]:
+    """A file, a folder (its jsonl/parquet files, recursively) or a glob; sorted, so the plan
+    and its shard ids are deterministic."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        candidates = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in FORMATS)
+    elif path.is_file():
+        candidates = [path]
+    else:
+        candidates = sorted(Path(p) for p in glob.glob(source, recursive=True) if Path(p).is_file())
+    if not candidates:
+        raise InputError(f"input {source}: no such file, or no .jsonl/.parquet files in it")
+    out = []
+    for p in candidates:
+        fmt = FORMATS.get(p.suffix.lower())
+        if fmt is None:
+            raise InputError(f"input {p}: unknown format {p.suffix!r}; use .jsonl, .ndjson, .json (lines) or .parquet")
+        out.append((p.resolve(), fmt))
+    return out
+
+
+def sample_sha256(path: Path, size: int) -> str:
+    """Hash of the head and tail bytes plus the size: a cheap identity for fingerprints."""
+    h = hashlib.sha256(str(size).encode())
+    n = defaults.SAMPLE_HASH_BYTES
+    with open(path, "rb") as f:
+        h.update(f.read(n))
+        if size > n:
+            f.seek(max(n, size - n))
+            h.update(f.read(n))
+    return h.hexdigest()
+
+
+def shard_id(file_index: int, row_start: int) -> str:
+    return f"{file_index:05d}-{row_start:012d}"
+
+
+# --- planning scans -----------------------------------------------------------------------------
+@dataclass
+class ScanResult:
+    input: InputFile
+    shards: list[ShardSpec]
+
+
+def scan_file(path: Path, fmt: str, file_index: int, columns: tuple[str, ...], id_column: str,
+              shard_rows: int, on_ids) -> ScanResult:
+    """Count rows, cut shards and stream ids to `on_ids(file_index, rows, ids)`, in one pass."""
+    stat = path.stat()
+    if fmt == "jsonl":
+        rows, shards = _scan_jsonl(path, file_index, id_column, shard_rows, on_ids)
+    else:
+        rows, shards = _scan_parquet(path, file_index, columns, id_column, shard_rows, on_ids)
+    info = InputFile(path=str(path), format=fmt, size=stat.st_size, mtime_ns=stat.st_mtime_ns,
+                     sample_sha256=sample_sha256(path, stat.st_size), rows=rows)
+    return ScanResult(info, shards)
+
+
+def _scan_jsonl(path: Path, file_index: int, id_column: str, shard_rows: int, on_ids):
+    shards, rows, offset, lines = [], 0, 0, 0
+    start_row, start_offset, start_line = 0, 0, 0
+    ids, id_rows = [], []
+    want_ids = id_column != defaults.ROW_NUMBER_ID
+    with open(path, "rb") as f:
+        for line in f:
+            line_offset, offset = offset, offset + len(line)
+            lines += 1
+            if rows == 0 and line.startswith(BOM):
+                line = line[len(BOM):]
+            if not line.strip():
+                continue
+            if rows and rows % shard_rows == 0:
+                shards.append(ShardSpec(shard_id=shard_id(file_index, start_row), file_index=file_index,
+                                        row_start=start_row, row_end=rows, byte_offset=start_offset,
+                                        line_start=start_line))
+                start_row, start_offset, start_line = rows, line_offset, lines - 1
+            if want_ids:
+                ids.append(_jsonl_id(line, id_column))
+                id_rows.append(rows)
+                if len(ids) >= defaults.READ_BATCH_ROWS:
+                    on_ids(file_index, id_rows, ids)
+                    ids, id_rows = [], []
+            rows += 1
+    if ids:
+        on_ids(file_index, id_rows, ids)
+    if rows > start_row:
+        shards.append(ShardSpec(shard_id=shard_id(file_index, start_row), file_index=file_index,
+                                row_start=start_row, row_end=rows, byte_offset=start_offset,
+                                line_start=start_line))
+    return rows, shards
+
+
+def _jsonl_id(line: bytes, id_column: str):
+    if len(line) > defaults.MAX_JSONL_LINE_BYTES:
+        return None
+    try:
+        obj = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    return normalize_id(obj.get(id_column)) if isinstance(obj, dict) else None
+
+
+def _scan_parquet(path: Path, file_index: int, columns: tuple[str, ...], id_column: str, shard_rows: int, on_ids):
+    pf = open_parquet(path)
+    check_parquet_schema(path, pf.schema_arrow, columns, id_column)
+    rows = pf.metadata.num_rows
+    if id_column != defaults.ROW_NUMBER_ID:
+        done = 0
+        for batch in pf.iter_batches(batch_size=defaults.READ_BATCH_ROWS, columns=[id_column]):
+            values = [normalize_id(v) for v in batch.column(0).to_pylist()]
+            on_ids(file_index, list(range(done, done + len(values))), values)
+            done += len(values)
+    shards = [ShardSpec(shard_id=shard_id(file_index, s), file_index=file_index, row_start=s,
+                        row_end=min(rows, s + shard_rows)) for s in range(0, rows, shard_rows)]
+    return rows, shards
+
+
+def open_parquet(path: Path) -> pq.ParquetFile:
+    try:
+        return pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError(f"input {path}: not a readable Parquet file ({exc})") from exc
+
+
+def check_parquet_schema(path: Path, schema: pa.Schema, columns: tuple[str, ...], id_column: str) -> None:
+    for name in columns:
+        if name not in schema.names:
+            raise InputError(f"input {path}: no column {name!r}; columns are {schema.names} (see --text-column)")
+        t = schema.field(name).type
+        if not (pa.types.is_string(t) or pa.types.is_large_string(t)):
+            raise InputError(f"input {path}: column {name!r} has type {t}, expected string")
+    if id_column != defaults.ROW_NUMBER_ID and id_column not in schema.names:
+        raise InputError(f"input {path}: no id column {id_column!r}; pass --id-column NAME, or "
+                         f"--id-column {defaults.ROW_NUMBER_ID} to number rows")
+
+
+def normalize_id(value):
+    """int and str ids are kept; anything else (null, float, bool, nested) counts as missing."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value:
+        return value
+    return None
+
+
+# --- reading a shard ----------------------------------------------------------------------------
+def read_rows(info: InputFile, shard: ShardSpec, columns: tuple[str, ...], id_column: str,
+              row_id_base: int = 0) -> Iterator[Row]:
+    """The shard's rows in input order, each with its values or a reject reason.
+
+    row_id_base: the corpus-wide index of this file's first row, for --id-column @row.
+    """
+    read = _read_jsonl if info.format == "jsonl" else _read_parquet
+    for index, row in enumerate(read(Path(info.path), shard, columns, id_column), start=shard.row_start):
+        row.index = index
+        if id_column == defaults.ROW_NUMBER_ID and row.id is not None:
+            row.id += row_id_base
+        yield row
+
+
+def _read_jsonl(path: Path, shard: ShardSpec, columns, id_column) -> Iterator[Row]:
+    wanted, seen = shard.rows, 0
+    line_no = shard.line_start
+    with open(path, "rb") as f:
+        f.seek(shard.byte_offset)
+        for line in f:
+            line_no += 1
+            if shard.byte_offset == 0 and line_no == 1 and line.startswith(BOM):
+                line = line[len(BOM):]
+            if not line.strip():
+                continue
+            yield parse_jsonl_line(line, line_no, columns, id_column, row_index=shard.row_start + seen)
+            seen += 1
+            if seen == wanted:
+                return
+    if seen < wanted:
+        raise InputError(f"input {path} changed since it was planned: shard {shard.shard_id} expected "
+                         f"{wanted} rows from byte {shard.byte_offset}, found {seen}")
+
+
+def parse_jsonl_line(line: bytes, line_no: int, columns, id_column, row_index: int) -> Row:
+    if len(line) > defaults.MAX_JSONL_LINE_BYTES:
+        return Row(line_no, reject=f"line_too_long: {len(line)} bytes > {defaults.MAX_JSONL_LINE_BYTES}")
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return Row(line_no, reject=f"invalid_utf8: byte {exc.start}")
+    try:
+        obj = json.loads(text, object_pairs_hook=_reject_duplicate_keys)
+    except _DuplicateKey as exc:
+        return Row(line_no, reject=f"duplicate_key: {exc.args[0]!r}")
+    except RecursionError:
+        return Row(line_no, reject="malformed_json: nested too deeply")
+    except ValueError as exc:
+        return Row(line_no, reject=f"malformed_json: {exc}")
+    if not isinstance(obj, dict):
+        return Row(line_no, reject=f"not_an_object: a JSON {type(obj).__name__}, expected an object")
+    return check_values(Row(line_no, id=_row_id(obj.get(id_column), id_column, row_index)),
+                        [obj.get(c, _MISSING) for c in columns], columns)
+
+
+def _read_parquet(path: Path, shard: ShardSpec, columns, id_column) -> Iterator[Row]:
+    pf = open_parquet(path)
+    wanted = list(columns) + ([] if id_column == defaults.ROW_NUMBER_ID else [id_column])
+    first, groups = 0, []
+    for g in range(pf.metadata.num_row_groups):
+        n = pf.metadata.row_group(g).num_rows
+        if first < shard.row_end and first + n > shard.row_start:
+            groups.append(g)
+        first += n
+    row = sum(pf.metadata.row_group(g).num_rows for g in range(groups[0])) if groups else 0
+    for batch in pf.iter_batches(batch_size=defaults.READ_BATCH_ROWS, row_groups=groups, columns=wanted):
+        data = {name: batch.column(name).to_pylist() for name in wanted}
+        for i in range(batch.num_rows):
+            r = row + i
+            if shard.row_start <= r < shard.row_end:
+                raw_id = data[id_column][i] if id_column in data else None
+                yield check_values(Row(r, id=_row_id(raw_id, id_column, r)), [data[c][i] for c in columns], columns)
+        row += batch.num_rows
+        if row >= shard.row_end:
+            return
+
+
+_MISSING = object()
+
+
+def check_values(row: Row, values: list, columns) -> Row:
+    for name, value in zip(columns, values):
+        if value is _MISSING:
+            row.reject = f"missing_text: no {name!r} field"
+        elif value is None:
+            row.reject = f"null_text: {name!r} is null"
+        elif not isinstance(value, str):
+            row.reject = f"non_string_text: {name!r} is a {type(value).__name__}"
+        elif not value.strip():
+            row.reject = f"empty_text: {name!r} is empty"
+        elif not _encodable(value):
+            row.reject = f"invalid_unicode: {name!r} holds a lone surrogate"
+        if row.reject:
+            return row
+    if row.id is None:
+        row.reject = "missing_id: the id is missing, null or not an int/string"
+        return row
+    row.values = tuple(values)
+    return row
+
+
+def _row_id(raw, id_column: str, row_index: int):
+    return row_index if id_column == defaults.ROW_NUMBER_ID else normalize_id(raw)
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _reject_duplicate_keys(pairs):
+    keys = set()
+    for k, _ in pairs:
+        if k in keys:
+            raise _DuplicateKey(k)
+        keys.add(k)
+    return dict(pairs)

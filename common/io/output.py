@@ -1,0 +1,65 @@
+"""Parquet output: one schema per job, so every part file reads as one dataset."""
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+REJECT_SCHEMA = pa.schema([
+    ("file", pa.string()),
+    ("row", pa.int64()),  # jsonl: 1-based line number; parquet: 0-based row index
+    ("id", pa.string()),  # as text, since a rejected id may be of any type
+    ("reason", pa.string()),  # code, then ": " and the detail
+])
+
+
+def id_type(name: str) -> pa.DataType:
+    return pa.int64() if name == "int64" else pa.string()
+
+
+def result_schema(task: str, id_type_name: str, dim: int, output_dtype: str) -> pa.Schema:
+    fields = [("id", id_type(id_type_name))]
+    if task == "embed":
+        value = pa.float16() if output_dtype == "float16" else pa.float32()
+        fields.append(("embedding", pa.list_(value, dim)))
+    else:
+        fields.append(("score", pa.float32()))
+    fields += [("n_tokens", pa.int32()), ("truncated", pa.bool_())]
+    return pa.schema(fields)
+
+
+def result_table(schema: pa.Schema, ids: list, values: np.ndarray, n_tokens: np.ndarray,
+                 truncated: np.ndarray) -> pa.Table:
+    if "embedding" in schema.names:
+        value_type = schema.field("embedding").type
+        dim = value_type.list_size
+        flat = pa.array(values.reshape(-1).astype(np.float16 if value_type.value_type == pa.float16() else np.float32))
+        column = pa.FixedSizeListArray.from_arrays(flat, dim) if len(ids) else pa.array([], type=value_type)
+    else:
+        column = pa.array(values.astype(np.float32), type=pa.float32())
+    ids_array = pa.array(ids, type=schema.field("id").type)
+    return pa.Table.from_arrays([ids_array, column, pa.array(n_tokens, pa.int32()), pa.array(truncated, pa.bool_())],
+                                schema=schema)
+
+
+def reject_table(file: str, rows: list[int], ids: list, reasons: list[str]) -> pa.Table:
+    return pa.Table.from_arrays(
+        [pa.array([file] * len(rows), pa.string()), pa.array(rows, pa.int64()),
+         pa.array([None if i is None else str(i) for i in ids], pa.string()), pa.array(reasons, pa.string())],
+        schema=REJECT_SCHEMA)
+
+
+def write_parquet(table: pa.Table, path: Path) -> str:
+    """Write and return the file's sha256 (recorded in the commit, checked on verify)."""
+    pq.write_table(table, path, compression="zstd")
+    return sha256_file(path)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

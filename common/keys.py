@@ -1,0 +1,59 @@
+"""Every queue name and Redis key of the project, and the helpers that build them."""
+
+import re
+
+KEY_PREFIX = "q3b"
+
+# Celery task names: fixed strings.
+TASK_EMBED_SHARD = "embed.shard"
+TASK_RERANK_SHARD = "rerank.shard"
+TASK_COMPILE = "compile.model"
+SHARD_TASKS = {"embed": TASK_EMBED_SHARD, "rerank": TASK_RERANK_SHARD}
+
+COMPILE_QUEUE = "compile"
+
+_UNSAFE = re.compile(r"[^a-z0-9_-]+")
+
+
+def model_tag(model_name: str, identity: str) -> str:
+    """A readable, collision-safe tag: the folder or hub name plus 8 hex digits of its identity."""
+    name = _UNSAFE.sub("-", model_name.rstrip("/").rsplit("/", 1)[-1].lower()).strip("-")[:40] or "model"
+    return f"{name}-{identity[:8]}"
+
+
+def shard_queue(task: str, tag: str, dtype: str, backend: str) -> str:
+    """A job's model, task, dtype and backend decide its queue; a worker consumes only the
+    queues of what it has loaded, so a shard never runs on a worker with other settings."""
+    return f"{task}.{tag}.{dtype}.{backend}"
+
+
+def worker_queue(worker_name: str) -> str:
+    return f"worker.{worker_name}"
+
+
+def job_attempts(job_id: str) -> str:
+    return f"{KEY_PREFIX}:job:{job_id}:attempts"  # hash shard -> deliveries started
+
+
+def job_errors(job_id: str) -> str:
+    return f"{KEY_PREFIX}:job:{job_id}:errors"  # hash shard -> last error
+
+
+def job_cancelled(job_id: str) -> str:
+    return f"{KEY_PREFIX}:job:{job_id}:cancelled"
+
+
+def jobs_index() -> str:
+    return f"{KEY_PREFIX}:jobs"  # hash job id -> output location
+
+
+def worker_heartbeat(worker_name: str) -> str:
+    return f"{KEY_PREFIX}:worker:{worker_name}"
+
+
+def worker_heartbeat_pattern() -> str:
+    return f"{KEY_PREFIX}:worker:*"
+
+
+def cluster_settings() -> str:
+    return f"{KEY_PREFIX}:cluster-settings"

@@ -1,0 +1,135 @@
+"""The records that travel and persist: job spec, plan, shard message, commit record."""
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from common import defaults
+
+JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+SEMANTICS_VERSION = 1  # bump when a change alters outputs; it is part of every job fingerprint
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ModelRef(Frozen):
+    source: str  # folder or hub id as given
+    identity: str  # content hash (folders) or hub id + revision
+    tag: str  # readable queue-safe name, see keys.model_tag
+
+
+class JobSpec(Frozen):
+    """What the user asked for. Everything here is part of the job fingerprint."""
+
+    task: Literal["embed", "rerank"] = "embed"
+    model: ModelRef
+    backend: str = defaults.DEFAULT_BACKEND
+    dtype: Literal["fp32", "bf16", "fp16"] = defaults.DEFAULT_DTYPE
+    seqlens: tuple[int, ...] = defaults.DEFAULT_SEQLENS
+    instruction: str | None = None  # embed: applied with the query template; rerank: the Instruct
+    dim: int | None = None
+    output_dtype: Literal["float32", "float16"] = "float32"
+    id_column: str = defaults.DEFAULT_ID_COLUMN
+    text_column: str = defaults.DEFAULT_TEXT_COLUMN
+    query_column: str = defaults.DEFAULT_QUERY_COLUMN
+    document_column: str = defaults.DEFAULT_DOCUMENT_COLUMN
+    shard_rows: int = Field(default=defaults.DEFAULT_SHARD_ROWS, ge=1)
+
+    @property
+    def input_columns(self) -> tuple[str, ...]:
+        return (self.text_column,) if self.task == "embed" else (self.query_column, self.document_column)
+
+
+class InputFile(Frozen):
+    path: str
+    format: Literal["jsonl", "parquet"]
+    size: int
+    mtime_ns: int
+    sample_sha256: str  # head and tail bytes: cheap identity for fingerprints
+    rows: int  # jsonl: non-blank lines; parquet: rows
+
+
+class ShardSpec(Frozen):
+    shard_id: str
+    file_index: int
+    row_start: int  # 0-based row index within the file (jsonl: among non-blank lines)
+    row_end: int
+    byte_offset: int = 0  # jsonl: where row_start's line begins
+    line_start: int = 0  # jsonl: lines (blank ones too) before byte_offset, for reject line numbers
+
+    @property
+    def rows(self) -> int:
+        return self.row_end - self.row_start
+
+
+class Plan(Frozen):
+    job_id: str
+    fingerprint: str
+    spec: JobSpec
+    inputs: tuple[InputFile, ...]
+    shards: tuple[ShardSpec, ...]
+    rows_total: int
+    id_type: Literal["int64", "string"]
+    duplicate_ids: int  # rows whose id was seen earlier in the corpus; they become rejects
+    queue: str
+    created_at: float
+    code_version: str
+
+    def row_id_base(self, file_index: int) -> int:
+        """Corpus-wide index of a file's first row (ids for --id-column @row)."""
+        return sum(f.rows for f in self.inputs[:file_index])
+
+    @field_validator("job_id")
+    @classmethod
+    def _valid_job_id(cls, v: str) -> str:
+        if not JOB_NAME.match(v):
+            raise ValueError(f"job id {v!r} must match {JOB_NAME.pattern}")
+        return v
+
+
+class ShardMessage(Frozen):
+    """What a shard task carries: references only, never texts or vectors."""
+
+    job_id: str
+    output: str
+    shard_id: str
+    input_path: str
+    row_start: int
+    row_end: int
+
+
+class CommitRecord(Frozen):
+    shard_id: str
+    attempt: str
+    rows_in: int
+    rows_out: int
+    rows_rejected: int
+    tokens: int
+    data_file: str  # relative to the output root
+    reject_file: str | None
+    data_sha256: str
+    worker: str
+    seconds: float
+    committed_at: float
+
+
+class QuarantineRecord(Frozen):
+    shard_id: str
+    attempts: int
+    reason: str
+    quarantined_at: float
+
+
+class SuccessMarker(Frozen):
+    job_id: str
+    status: Literal["completed", "completed_with_failures"]
+    rows_in: int
+    rows_out: int
+    rows_rejected: int
+    rows_in_quarantined_shards: int
+    shards_committed: int
+    shards_quarantined: tuple[str, ...]
+    finished_at: float

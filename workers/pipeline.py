@@ -1,0 +1,137 @@
+"""run_shard: read -> validate -> batch -> engine -> write -> commit. No Celery here.
+
+The same function serves the queued workers and the in-process --local mode, so both paths
+produce the same bytes by construction.
+"""
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from common import defaults
+from common.io import corpus, output
+from common.io.duplicates import load_duplicates
+from common.io.store import OutputStore
+from common.schemas import CommitRecord, Plan, ShardSpec
+from common.templates import format_query
+from workers.engines.base import Engine
+
+log = logging.getLogger(__name__)
+
+# Fault injection points, in order; see workers/faults.py. A no-op unless a test turns it on.
+FAULT_POINTS = ("before_compute", "after_compute", "after_write", "before_commit", "after_commit")
+
+
+@dataclass
+class ShardOutcome:
+    status: str  # committed | already_committed | lost_race | cancelled
+    record: CommitRecord | None = None
+
+
+def run_shard(store: OutputStore, plan: Plan, shard_id: str, engine: Engine, worker: str,
+              fault: Callable[[str], None] = lambda point: None) -> ShardOutcome:
+    existing = store.load_commit(shard_id)
+    if existing is not None:
+        store.publish(existing)
+        return ShardOutcome("already_committed", existing)
+    if store.is_cancelled():
+        return ShardOutcome("cancelled")
+    started = time.perf_counter()
+    shard = shard_by_id(plan, shard_id)
+    fault("before_compute")
+    good, rejects = read_shard(store, plan, shard)
+    engine = engine.configured(plan.spec.seqlens)
+    results = compute(engine, plan, good, rejects)
+    fault("after_compute")
+    attempt, attempt_dir = store.new_attempt_dir(shard_id)
+    data_path, reject_path = store.data_path(shard_id), store.reject_path(shard_id)
+    schema = output.result_schema(plan.spec.task, plan.id_type, results.dim, plan.spec.output_dtype)
+    digest = output.write_parquet(output.result_table(schema, results.ids, results.values, results.n_tokens,
+                                                      results.truncated), store.staged(shard_id, attempt, data_path))
+    if rejects:
+        rejects.sort(key=lambda r: r[0])
+        info = plan.inputs[shard.file_index]
+        output.write_parquet(output.reject_table(info.path, *map(list, zip(*rejects))),
+                             store.staged(shard_id, attempt, reject_path))
+    fault("after_write")
+    record = CommitRecord(
+        shard_id=shard_id, attempt=attempt, rows_in=shard.rows, rows_out=len(results.ids),
+        rows_rejected=len(rejects), tokens=int(results.n_tokens.sum()), data_file=store.relative(data_path),
+        reject_file=store.relative(reject_path) if rejects else None, data_sha256=digest, worker=worker,
+        seconds=round(time.perf_counter() - started, 3), committed_at=time.time())
+    if record.rows_out + record.rows_rejected != record.rows_in:
+        raise AssertionError(f"shard {shard_id}: {record.rows_out} + {record.rows_rejected} != {record.rows_in}")
+    fault("before_commit")
+    won = store.commit(record, attempt_dir)
+    fault("after_commit")
+    return ShardOutcome("committed" if won else "lost_race", record if won else store.load_commit(shard_id))
+
+
+def shard_by_id(plan: Plan, shard_id: str) -> ShardSpec:
+    if not hasattr(plan, "_shard_index"):
+        object.__setattr__(plan, "_shard_index", {s.shard_id: s for s in plan.shards})
+    try:
+        return plan._shard_index[shard_id]
+    except KeyError:
+        raise KeyError(f"shard {shard_id} is not in the plan of job {plan.job_id}") from None
+
+
+def read_shard(store: OutputStore, plan: Plan, shard: ShardSpec):
+    """(rows to run, rejects as (row, id, reason) tuples) for one shard, in input order."""
+    spec, info = plan.spec, plan.inputs[shard.file_index]
+    duplicates = load_duplicates(store.duplicates_path, shard.file_index, shard.row_start, shard.row_end)
+    base = plan.row_id_base(shard.file_index)
+    good, rejects = [], []
+    for row in corpus.read_rows(info, shard, spec.input_columns, spec.id_column, base):
+        reason = row.reject or duplicates.get(row.index)
+        if reason:
+            rejects.append((row.row, row.id, reason))
+        else:
+            good.append(row)
+    if plan.id_type == "string":
+        for row in good:
+            row.id = str(row.id)
+    return good, rejects
+
+
+@dataclass
+class Results:
+    ids: list
+    values: np.ndarray
+    n_tokens: np.ndarray
+    truncated: np.ndarray
+    dim: int
+
+
+def compute(engine: Engine, plan: Plan, rows: list, rejects: list) -> Results:
+    """Run the engine over the rows in chunks; rows the engine reports as errors join the rejects."""
+    spec = plan.spec
+    dim = engine.check_dim(spec.dim) if spec.task == "embed" else 0
+    ids, values, n_tokens, truncated = [], [], [], []
+    for start in range(0, len(rows), defaults.ENGINE_CHUNK_ROWS):
+        chunk = rows[start:start + defaults.ENGINE_CHUNK_ROWS]
+        if spec.task == "embed":
+            texts = [r.values[0] if spec.instruction is None else format_query(r.values[0], spec.instruction)
+                     for r in chunk]
+            out = engine.embed(texts, dim=dim)
+            chunk_values = out.vectors
+        else:
+            out = engine.rerank([r.values[0] for r in chunk], [r.values[1] for r in chunk],
+                                instruction=spec.instruction or defaults.DEFAULT_RERANK_INSTRUCTION)
+            chunk_values = out.scores
+        keep = np.array([e is None for e in out.errors], dtype=bool)
+        for r, error in zip(chunk, out.errors):
+            if error is not None:
+                rejects.append((r.row, r.id, error))
+        ids.extend(r.id for r, k in zip(chunk, keep) if k)
+        values.append(chunk_values[keep])
+        n_tokens.append(out.n_tokens[keep])
+        truncated.append(out.truncated[keep])
+    shape = (0, dim) if spec.task == "embed" else (0,)
+    return Results(ids, np.concatenate(values) if values else np.zeros(shape, np.float32),
+                   np.concatenate(n_tokens) if n_tokens else np.zeros(0, np.int32),
+                   np.concatenate(truncated) if truncated else np.zeros(0, bool), dim)
+
