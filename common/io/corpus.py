@@ -42,7 +42,11 @@ def discover_inputs(source: str) -> list[tuple[Path, str]]:
     and its shard ids are deterministic."""
     path = Path(source).expanduser()
     if path.is_dir():
-        candidates = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in FORMATS)
+        # Like Spark and pyarrow datasets: names starting with "_" or "." are not data, and a
+        # folder's .json files are more often configs than json-lines corpora.
+        candidates = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in FORMATS
+                            and p.suffix.lower() != ".json"
+                            and not any(part.startswith(("_", ".")) for part in p.relative_to(path).parts))
     elif path.is_file():
         candidates = [path]
     else:

@@ -150,7 +150,9 @@ class OutputStore:
         shutil.rmtree(self.root / "_tmp" / record.shard_id, ignore_errors=True)
 
     def list_commits(self) -> dict[str, CommitRecord]:
-        return _load_all(self.root / "_commits", CommitRecord)
+        """Commit records are immutable, so a watcher parses each one once, however often it polls."""
+        cache = self.__dict__.setdefault("_commit_cache", {})
+        return _load_all(self.root / "_commits", CommitRecord, cache)
 
     # --- quarantine, cancel, success ----------------------------------------------------------------
     def quarantine(self, record: QuarantineRecord) -> bool:
@@ -202,11 +204,15 @@ def create_if_absent(path: Path, body: bytes) -> bool:
         tmp.unlink(missing_ok=True)
 
 
-def _load_all(folder: Path, model):
+def _load_all(folder: Path, model, cache: dict | None = None):
     out = {}
     if not folder.is_dir():
         return out
+    cache = {} if cache is None else cache
     for entry in os.scandir(folder):
         if entry.name.endswith(".json") and not entry.name.startswith("."):
-            out[entry.name[:-5]] = model.model_validate_json(Path(entry.path).read_bytes())
+            key = entry.name[:-5]
+            if key not in cache:
+                cache[key] = model.model_validate_json(Path(entry.path).read_bytes())
+            out[key] = cache[key]
     return out

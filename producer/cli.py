@@ -1,0 +1,253 @@
+"""The producer CLI: plan and submit jobs, watch them, resume, cancel, list."""
+
+import logging
+import sys
+import time
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from common import defaults, keys
+from common.errors import Qwen3BatchError
+from common.io.store import OutputStore
+from common.jobstate import JobCheckError, finalize, read_state
+from common.model_identity import model_ref
+from common.schemas import JobSpec, Plan
+from common.settings import load_settings
+from producer import submit as broker
+from producer.plan import plan_job
+from producer.progress import RateWindow, make_bar, rate_fields, summary_table
+
+app = typer.Typer(help="Plan, submit and follow embedding and rerank jobs.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+console = Console(stderr=True)
+EXIT_FAILED_SHARDS, EXIT_CANCELLED = 1, 3
+
+
+def parse_seqlens(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise typer.BadParameter(f"--seqlens {text!r}: expected comma-separated integers like 64,128,256,512") from None
+
+
+@app.command()
+def submit(
+    inputs: str = typer.Argument(..., help="a .jsonl or .parquet file, a folder of them, or a glob"),
+    model: str = typer.Option(..., help="checkpoint folder (or hub id) of Qwen3-Embedding / Qwen3-Reranker"),
+    out: str = typer.Option(..., help="output folder on a store every worker can reach"),
+    task: str = typer.Option("embed", help="embed | rerank"),
+    id_column: str = typer.Option(defaults.DEFAULT_ID_COLUMN, help=f"id field; {defaults.ROW_NUMBER_ID} numbers rows"),
+    text_column: str = typer.Option(defaults.DEFAULT_TEXT_COLUMN, help="embed: the text field"),
+    query_column: str = typer.Option(defaults.DEFAULT_QUERY_COLUMN, help="rerank: the query field"),
+    document_column: str = typer.Option(defaults.DEFAULT_DOCUMENT_COLUMN, help="rerank: the document field"),
+    instruction: str = typer.Option(None, help="embed: apply the query template with this instruction; "
+                                               "rerank: the Instruct line"),
+    query: bool = typer.Option(False, "--query", help="embed the texts as queries (default retrieval instruction)"),
+    dim: int = typer.Option(None, help="MRL output dimension (32..hidden size)"),
+    seqlens: str = typer.Option(",".join(map(str, defaults.DEFAULT_SEQLENS)), help="length buckets; the largest truncates"),
+    dtype: str = typer.Option(defaults.DEFAULT_DTYPE, help="fp32 | bf16 | fp16"),
+    backend: str = typer.Option(defaults.DEFAULT_BACKEND),
+    output_dtype: str = typer.Option("float32", help="embedding values: float32 | float16"),
+    shard_rows: int = typer.Option(defaults.DEFAULT_SHARD_ROWS, help="input rows per shard task"),
+    name: str = typer.Option(None, help="job id (default: job-<fingerprint>)"),
+    wait: bool = typer.Option(False, "--wait", help="show live progress; exit non-zero if shards fail"),
+    local: bool = typer.Option(False, "--local", help="run in this process, no broker"),
+    device: str = typer.Option(defaults.DEFAULT_DEVICE, help="--local only: cpu | cuda:N"),
+):
+    """Plan a job over INPUTS and enqueue its shards (or run them here with --local)."""
+    if query and instruction is None and task == "embed":
+        instruction = defaults.DEFAULT_RETRIEVAL_INSTRUCTION
+    spec = JobSpec(task=task, model=model_ref(model), backend=backend, dtype=dtype, seqlens=parse_seqlens(seqlens),
+                   instruction=instruction, dim=dim, output_dtype=output_dtype, id_column=id_column,
+                   text_column=text_column, query_column=query_column, document_column=document_column,
+                   shard_rows=shard_rows)
+    store = OutputStore(out)
+    settings = load_settings()
+    client = None if local else broker.connect(settings)  # fail before the (long) planning scan
+    plan = make_plan(inputs, spec, store, name)
+    if local:
+        run_here(store, plan, device)
+    else:
+        send(settings, client, store, plan)
+        if not wait:
+            typer.echo(plan.job_id)
+            return
+        follow(store, plan, client)
+    raise typer.Exit(exit_code(read_state(store, plan).status))
+
+
+def make_plan(inputs: str, spec: JobSpec, store: OutputStore, name: str | None) -> Plan:
+    started = time.perf_counter()
+
+    def on_file(index: int, total: int, path):
+        console.print(f"planning: scanning input {index + 1}/{total} {path}")
+
+    plan, new = plan_job(inputs, spec, store, name, on_file)
+    verb = "planned" if new else "resuming"
+    console.print(f"{verb} job {plan.job_id}: {plan.rows_total:,} rows in {len(plan.inputs)} files, "
+                  f"{len(plan.shards)} shards, {plan.duplicate_ids:,} duplicate ids, queue {plan.queue} "
+                  f"({time.perf_counter() - started:.1f}s)")
+    return plan
+
+
+def send(settings, client, store: OutputStore, plan: Plan) -> None:
+    todo = broker.pending_shards(store, plan)
+    with make_bar(console) as bar:
+        task = bar.add_task("enqueue", total=len(todo), rate="")
+        broker.enqueue(settings, client, store, plan, todo, lambda n: bar.update(task, completed=n))
+    console.print(f"enqueued {len(todo)} shards of {len(plan.shards)} on {plan.queue}")
+
+
+def run_here(store: OutputStore, plan: Plan, device: str) -> None:
+    from producer.local import run_local
+
+    window = RateWindow()
+    with make_bar(console) as bar:
+        task = bar.add_task(plan.job_id, total=plan.rows_total, rate="")
+
+        def on_shard(_):
+            state = read_state(store, plan)
+            bar.update(task, completed=state.rows_done, rate=rate_fields(state, window))
+
+        on_shard(None)
+        run_local(store, plan, device, load_settings().max_attempts, on_shard)
+    conclude(store, plan)
+
+
+def follow(store: OutputStore, plan: Plan, client) -> None:
+    """The live bar until every shard is committed or quarantined (or the job is cancelled)."""
+    # The first check waits one heartbeat period, so workers started with the job are seen.
+    window, warned_at = RateWindow(), time.monotonic() - 30 + 2 * defaults.WORKER_HEARTBEAT_S
+    with make_bar(console) as bar:
+        task = bar.add_task(plan.job_id, total=plan.rows_total, rate="")
+        while True:
+            state = read_state(store, plan)
+            bar.update(task, completed=state.rows_done, rate=rate_fields(state, window))
+            if state.finished or state.cancelled:
+                break
+            if client is not None and time.monotonic() - warned_at > 30:
+                warned_at = time.monotonic()
+                if not any(w.get("queue") == plan.queue for w in broker.live_workers(client)):
+                    console.print(f"[yellow]no live worker serves queue {plan.queue}. Start one:[/] workers start "
+                                  f"--model {plan.spec.model.source} --task {plan.spec.task} --dtype "
+                                  f"{plan.spec.dtype} --backend {plan.spec.backend} --device cpu|cuda:N")
+            time.sleep(defaults.PROGRESS_REFRESH_S)
+    conclude(store, plan)
+
+
+def conclude(store: OutputStore, plan: Plan) -> None:
+    state = read_state(store, plan)
+    if state.finished and not state.success:
+        try:
+            state.success = finalize(store, state)
+        except JobCheckError as exc:
+            console.print(f"[red]job check failed, not marked done:[/] {exc}")
+            raise typer.Exit(2) from exc
+    console.print(summary_table(state))
+    console.print(f"results: {store.root / 'data'}  rejects: {store.root / 'rejects'}")
+
+
+def exit_code(status: str) -> int:
+    return {"completed": 0, "completed_with_failures": EXIT_FAILED_SHARDS, "cancelled": EXIT_CANCELLED}.get(status, 0)
+
+
+def optional_client():
+    try:
+        return broker.connect(load_settings())
+    except broker.BrokerUnavailableError:
+        return None
+
+
+@app.command()
+def status(job: str = typer.Argument(..., help="job id or output folder"),
+           watch: bool = typer.Option(False, "--watch", help="follow until the job ends")):
+    """Progress of a job, from its output store."""
+    client = optional_client()
+    store = broker.find_output(client, job)
+    plan = store.load_plan()
+    if watch:
+        follow(store, plan, client)
+    else:
+        conclude(store, plan)
+    raise typer.Exit(exit_code(read_state(store, plan).status))
+
+
+@app.command()
+def resume(job: str = typer.Argument(..., help="job id or output folder"),
+           retry_quarantined: bool = typer.Option(False, "--retry-quarantined", help="give quarantined shards "
+                                                  "another round of attempts"),
+           wait: bool = typer.Option(False, "--wait")):
+    """Re-enqueue every planned shard without a commit record (after a Redis loss, a crash, ...)."""
+    settings = load_settings()
+    client = broker.connect(settings)
+    store = broker.find_output(client, job)
+    plan = store.load_plan()
+    store.set_cancelled(False)
+    if retry_quarantined:
+        console.print(f"cleared {store.clear_quarantine()} quarantined shards")
+    send(settings, client, store, plan)
+    if wait:
+        follow(store, plan, client)
+        raise typer.Exit(exit_code(read_state(store, plan).status))
+
+
+@app.command()
+def cancel(job: str = typer.Argument(..., help="job id or output folder")):
+    """Stop a job: queued shards are skipped; committed output stays. `resume` continues it."""
+    client = optional_client()
+    store = broker.find_output(client, job)
+    plan = store.load_plan()
+    broker.cancel(client, store, plan)
+    console.print(f"cancelled {plan.job_id}; resume with: producer resume {store.root}")
+
+
+@app.command()
+def jobs():
+    """Jobs submitted through this broker, with their state."""
+    client = broker.connect(load_settings())
+    table = Table("job", "status", "rows done", "output")
+    import json
+
+    for job_id, raw in sorted(client.hgetall(keys.jobs_index()).items()):
+        out = json.loads(raw)["output"]
+        try:
+            state = read_state(OutputStore(out))
+            table.add_row(job_id.decode(), state.status, f"{state.rows_done:,}/{state.plan.rows_total:,}", out)
+        except Qwen3BatchError as exc:
+            table.add_row(job_id.decode(), "unreadable", "", f"{out} ({exc})")
+    Console().print(table)
+
+
+@app.command()
+def workers():
+    """Live workers: device, model, queue, current shard, throughput."""
+    client = broker.connect(load_settings())
+    table = Table("worker", "device", "task", "dtype", "backend", "current shard", "rows/s", "tokens/s", "model")
+    for w in broker.live_workers(client):
+        table.add_row(w["name"], w["device"], w["task"], w["dtype"], w["backend"], w["current_shard"] or "-",
+                      str(w["rows_per_s"]), str(w["tokens_per_s"]), w["model"])
+    Console().print(table)
+
+
+def main():
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        app(standalone_mode=False)
+    except Qwen3BatchError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        sys.exit(2)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

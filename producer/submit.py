@@ -1,0 +1,104 @@
+"""Enqueue shard tasks: the only producer module that talks to the broker."""
+
+import json
+import time
+from collections.abc import Callable
+
+import redis
+from kombu.exceptions import OperationalError
+
+from common import defaults, keys
+from common.celery_app import make_app, make_queue
+from common.errors import Qwen3BatchError
+from common.io.store import OutputStore
+from common.jobstate import read_state
+from common.schemas import Plan, ShardMessage
+from common.settings import Settings
+
+
+class BrokerUnavailableError(Qwen3BatchError):
+    pass
+
+
+def connect(settings: Settings) -> redis.Redis:
+    client = redis.Redis.from_url(settings.broker_url, socket_connect_timeout=3, socket_timeout=10)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        raise BrokerUnavailableError(
+            f"no broker answers at {redact(settings.broker_url)} ({exc}). Start Redis (see README), set "
+            "QWEN3B_BROKER_URL, or run the job in-process with --local") from exc
+    return client
+
+
+def redact(url: str) -> str:
+    """A broker URL without its password, for messages and logs."""
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}" if ":" in creds else f"{scheme}://***@{host}"
+
+
+def pending_shards(store: OutputStore, plan: Plan) -> list[str]:
+    return read_state(store, plan).pending
+
+
+def enqueue(settings: Settings, client: redis.Redis, store: OutputStore, plan: Plan, shard_ids: list[str],
+            on_progress: Callable[[int], None] = lambda n: None) -> int:
+    """Publish one small message per shard. Duplicates are harmless: commits are first-wins."""
+    client.hset(keys.jobs_index(), plan.job_id, json.dumps({"output": str(store.root), "queue": plan.queue,
+                                                            "submitted_at": time.time()}))
+    client.delete(keys.job_cancelled(plan.job_id))
+    if shard_ids:
+        client.hdel(keys.job_attempts(plan.job_id), *shard_ids)
+    app = make_app(settings)
+    queue = make_queue(plan.queue)
+    task_name = keys.SHARD_TASKS[plan.spec.task]
+    by_id = {s.shard_id: s for s in plan.shards}
+    retry_policy = {"max_retries": defaults.PUBLISH_MAX_RETRIES, "interval_start": 0,
+                    "interval_step": defaults.PUBLISH_RETRY_INTERVAL_S, "interval_max": 2}
+    sent = 0
+    try:
+        with app.producer_or_acquire() as producer:
+            for shard_id in shard_ids:
+                shard = by_id[shard_id]
+                message = ShardMessage(job_id=plan.job_id, output=str(store.root), shard_id=shard_id,
+                                       input_path=plan.inputs[shard.file_index].path, row_start=shard.row_start,
+                                       row_end=shard.row_end)
+                app.send_task(task_name, kwargs=message.model_dump(), queue=queue, declare=[queue],
+                              producer=producer, retry=True, retry_policy=retry_policy)
+                sent += 1
+                on_progress(sent)
+    except OperationalError as exc:
+        raise BrokerUnavailableError(f"publishing to {redact(settings.broker_url)} failed after {sent} of "
+                                     f"{len(shard_ids)} shards ({exc}); run `producer resume {plan.job_id}` once "
+                                     "the broker is back") from exc
+    return sent
+
+
+def live_workers(client: redis.Redis) -> list[dict]:
+    workers = []
+    for key in client.scan_iter(match=keys.worker_heartbeat_pattern(), count=500):
+        raw = client.get(key)
+        if raw:
+            workers.append(dict(json.loads(raw), name=key.decode().split(":", 2)[2]))
+    return sorted(workers, key=lambda w: w["name"])
+
+
+def cancel(client: redis.Redis | None, store: OutputStore, plan: Plan) -> None:
+    store.set_cancelled(True)
+    if client is not None:
+        client.set(keys.job_cancelled(plan.job_id), 1)
+
+
+def find_output(client: redis.Redis | None, job: str) -> OutputStore:
+    """JOB is an output folder, or a job id registered in Redis at submit time."""
+    store = OutputStore(job)
+    if store.plan_path.exists():
+        return store
+    if client is not None:
+        raw = client.hget(keys.jobs_index(), job)
+        if raw:
+            return OutputStore(json.loads(raw)["output"])
+    raise Qwen3BatchError(f"no job {job!r}: pass its output folder (Redis may have lost its job index)")
