@@ -21,7 +21,7 @@ from producer.progress import RateWindow, make_bar, rate_fields, summary_table
 
 app = typer.Typer(help="Plan, submit and follow embedding and rerank jobs.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # log lines stay whole when stderr is a file
 EXIT_FAILED_SHARDS, EXIT_CANCELLED = 1, 3
 
 
@@ -234,7 +234,9 @@ def workers():
 def main():
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        app(standalone_mode=False)
+        # Without standalone mode click returns the code of a typer.Exit instead of raising it.
+        code = app(standalone_mode=False)
+        sys.exit(code if isinstance(code, int) else 0)
     except Qwen3BatchError as exc:
         console.print(f"[red]error:[/] {exc}")
         sys.exit(2)

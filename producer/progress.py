@@ -37,7 +37,7 @@ def eta_text(remaining_rows: int, rows_per_s: float) -> str:
 
 
 def make_bar(console: Console) -> Progress:
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(bar_width=20), MofNCompleteColumn(),
                     TextColumn("rows  {task.fields[rate]}"), TimeElapsedColumn(), console=console,
                     refresh_per_second=4)
 

@@ -72,6 +72,19 @@ def start(
                         "--without-gossip", "--without-mingle", "-Q", f"{queue},{keys.worker_queue(worker_name)}"])
 
 
+@app.command("build-model")
+def build_model(
+    task: str = typer.Option("embed", help="embed | rerank"),
+    shape: str = typer.Option("tiny", help="tiny (tests, demo) | 0.6b (the real shape, for benchmarks)"),
+    out: str = typer.Option(".cache/models", help="parent folder; the model goes in a subfolder named after it"),
+    seed: int = typer.Option(defaults.TINY_MODEL_SEED),
+):
+    """Build a RANDOM-WEIGHT Qwen3 checkpoint with the real Qwen vocabulary (offline)."""
+    from workers.models.random_init import ensure_random_model
+
+    typer.echo(ensure_random_model(out, task, shape, seed))
+
+
 def main():
     app()
 

@@ -32,7 +32,7 @@ class ShardOutcome:
 
 
 def run_shard(store: OutputStore, plan: Plan, shard_id: str, engine: Engine, worker: str,
-              fault: Callable[[str], None] = lambda point: None) -> ShardOutcome:
+              fault: Callable[[str, str], None] = lambda point, shard_id: None) -> ShardOutcome:
     existing = store.load_commit(shard_id)
     if existing is not None:
         store.publish(existing)
@@ -41,11 +41,11 @@ def run_shard(store: OutputStore, plan: Plan, shard_id: str, engine: Engine, wor
         return ShardOutcome("cancelled")
     started = time.perf_counter()
     shard = shard_by_id(plan, shard_id)
-    fault("before_compute")
+    fault("before_compute", shard_id)
     good, rejects = read_shard(store, plan, shard)
     engine = engine.configured(plan.spec.seqlens)
     results = compute(engine, plan, good, rejects)
-    fault("after_compute")
+    fault("after_compute", shard_id)
     attempt, attempt_dir = store.new_attempt_dir(shard_id)
     data_path, reject_path = store.data_path(shard_id), store.reject_path(shard_id)
     schema = output.result_schema(plan.spec.task, plan.id_type, results.dim, plan.spec.output_dtype)
@@ -56,7 +56,7 @@ def run_shard(store: OutputStore, plan: Plan, shard_id: str, engine: Engine, wor
         info = plan.inputs[shard.file_index]
         output.write_parquet(output.reject_table(info.path, *map(list, zip(*rejects))),
                              store.staged(shard_id, attempt, reject_path))
-    fault("after_write")
+    fault("after_write", shard_id)
     record = CommitRecord(
         shard_id=shard_id, attempt=attempt, rows_in=shard.rows, rows_out=len(results.ids),
         rows_rejected=len(rejects), tokens=int(results.n_tokens.sum()), data_file=store.relative(data_path),
@@ -64,9 +64,9 @@ def run_shard(store: OutputStore, plan: Plan, shard_id: str, engine: Engine, wor
         seconds=round(time.perf_counter() - started, 3), committed_at=time.time())
     if record.rows_out + record.rows_rejected != record.rows_in:
         raise AssertionError(f"shard {shard_id}: {record.rows_out} + {record.rows_rejected} != {record.rows_in}")
-    fault("before_commit")
+    fault("before_commit", shard_id)
     won = store.commit(record, attempt_dir)
-    fault("after_commit")
+    fault("after_commit", shard_id)
     return ShardOutcome("committed" if won else "lost_race", record if won else store.load_commit(shard_id))
 
 

@@ -1,0 +1,45 @@
+# Two commands for a newcomer: `make demo` (the main job, local mode, tiny model) and `make test`.
+# Both set themselves up: the venv, the installs and Redis.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# torch==2.13.0 is the CPU build on our machines; on a GPU host set TORCH_SPEC to a CUDA build.
+TORCH_SPEC ?= torch==2.13.0
+MODELS ?= .cache/models
+DEMO_ROWS ?= 2000
+
+.PHONY: setup redis demo test bench-engine clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+# The tests start their own redis-server processes; the demo and a manual cluster use 6379.
+redis:
+	@command -v redis-server >/dev/null || { echo "installing redis-server"; \
+	  (apt-get update -qq && apt-get install -y -qq redis-server) >/dev/null; }
+	@redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 || { echo "starting redis-server on 127.0.0.1:6379"; \
+	  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
+	    --maxmemory-policy noeviction --dir /tmp --logfile /tmp/redis-6379.log; sleep 0.5; }
+
+demo: setup
+	$(PY) -m workers build-model --task embed --shape tiny --out $(MODELS)
+	$(PY) scripts/demo_corpus.py --out .cache/demo/corpus.jsonl --rows $(DEMO_ROWS)
+	$(PY) -m producer submit .cache/demo/corpus.jsonl --model $(MODELS)/qwen3-embed-tiny-random-s1234 \
+	  --out out/demo-embed --local --dtype fp32 --shard-rows 500
+	$(PY) scripts/show_output.py out/demo-embed
+
+test: setup redis
+	$(PY) -m pytest tests -q -ra
+
+bench-engine: setup
+	$(PY) -m workers.bench.engine_bench
+
+clean:
+	rm -rf out .cache/demo

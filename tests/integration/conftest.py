@@ -1,0 +1,110 @@
+"""Real Redis (a private redis-server per test), real worker processes, a tiny model."""
+
+import json
+import time
+from collections import Counter
+from pathlib import Path
+
+import pyarrow.dataset as ds
+import pytest
+
+from common.io.store import OutputStore
+from common.jobstate import read_state
+from workers import cluster
+
+STS = Path(__file__).resolve().parents[3] / "shared" / "data" / "sts12-test.jsonl"
+FAST_RETRIES = {"QWEN3B_RETRY_COUNTDOWN_S": "1", "QWEN3B_MAX_ATTEMPTS": "3"}
+
+
+def sentences() -> list[str]:
+    rows = [json.loads(line) for line in STS.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [r["sentence1"] for r in rows] + [r["sentence2"] for r in rows]
+
+
+def write_corpus(path: Path, n: int, task: str = "embed") -> list[int]:
+    texts = sentences()
+    with open(path, "w", encoding="utf-8") as f:
+        for i in range(n):
+            text = texts[i % len(texts)]
+            row = {"id": i, "text": text} if task == "embed" else {
+                "id": i, "query": texts[(i * 7) % len(texts)], "document": text}
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return list(range(n))
+
+
+def output_ids(out: Path) -> tuple[list, list]:
+    data = ds.dataset(out / "data", format="parquet").to_table(columns=["id"]).column("id").to_pylist()
+    rejects = []
+    if (out / "rejects").is_dir():
+        rejects = ds.dataset(out / "rejects", format="parquet").to_table(columns=["id"]).column("id").to_pylist()
+    return data, rejects
+
+
+def assert_every_id_exactly_once(input_ids: list, out: Path, missing_ok: set = frozenset()) -> None:
+    """The independent checker: input ids vs output + reject ids. Nothing lost, nothing twice."""
+    data, rejects = output_ids(out)
+    seen = Counter([str(i) for i in data] + [str(i) for i in rejects])
+    twice = {i: n for i, n in seen.items() if n > 1}
+    assert not twice, f"{len(twice)} ids written more than once, e.g. {list(twice.items())[:5]}"
+    expected = {str(i) for i in input_ids} - {str(i) for i in missing_ok}
+    lost = expected - set(seen)
+    assert not lost, f"{len(lost)} ids lost, e.g. {sorted(lost)[:5]}"
+    extra = set(seen) - expected
+    assert not extra, f"{len(extra)} ids that were not expected, e.g. {sorted(extra)[:5]}"
+
+
+def wait_until_finished(out: Path, timeout_s: float = 300):
+    store = OutputStore(out)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if store.plan_path.exists():
+            state = read_state(store)
+            if state.finished:
+                return state
+        time.sleep(0.25)
+    raise TimeoutError(f"job in {out} did not finish in {timeout_s}s")
+
+
+class Cluster:
+    def __init__(self, redis_server: cluster.RedisServer, logdir: Path):
+        self.redis = redis_server
+        self.logdir = logdir
+        self.workers: list[cluster.Worker] = []
+
+    @property
+    def url(self) -> str:
+        return self.redis.url
+
+    def start_workers(self, n: int, model, task: str = "embed", env: dict | None = None, wait: bool = True,
+                      pool: str = "prefork") -> list[cluster.Worker]:
+        started = [cluster.start_worker(self.url, str(model), f"{task}-w{len(self.workers) + i}", self.logdir,
+                                        task=task, env={**FAST_RETRIES, **(env or {})}, pool=pool, threads=1)
+                   for i in range(n)]
+        self.workers += started
+        if wait:
+            cluster.wait_for_workers(self.redis.client(), started)
+        return started
+
+    def producer(self, *args, timeout_s: float = 600, env: dict | None = None):
+        return cluster.run_cli("producer", [str(a) for a in args], self.url, timeout_s, {**FAST_RETRIES, **(env or {})})
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {w.name}\n{w.log()[-4000:]}" for w in self.workers)
+
+    def stop(self) -> None:
+        for w in self.workers:
+            w.stop(timeout_s=5)
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    server = cluster.RedisServer(tmp_path / "redis").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def local_cluster(redis_server, tmp_path):
+    c = Cluster(redis_server, tmp_path / "logs")
+    yield c
+    c.stop()
