@@ -4,6 +4,7 @@ import logging
 import sys
 import time
 
+import pydantic
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -239,6 +240,10 @@ def main():
         sys.exit(code if isinstance(code, int) else 0)
     except Qwen3BatchError as exc:
         console.print(f"[red]error:[/] {exc}")
+        sys.exit(2)
+    except pydantic.ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        console.print(f"[red]error:[/] invalid option: {problems}")
         sys.exit(2)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)

@@ -15,7 +15,8 @@ from common.io import corpus
 from common.io.duplicates import DuplicateFinder
 from common.io.store import OutputStore
 from common.keys import shard_queue
-from common.schemas import SEMANTICS_VERSION, JobSpec, Plan
+from common.errors import ConfigError
+from common.schemas import JOB_NAME, SEMANTICS_VERSION, JobSpec, Plan
 
 CODE_VERSION = "0.1.0"
 
@@ -41,6 +42,8 @@ def plan_job(source: str, spec: JobSpec, store: OutputStore, name: str | None = 
              on_file: Callable[[int, int, Path], None] | None = None) -> tuple[Plan, bool]:
     """(the plan owning this output, whether it was made now). Raises JobConflictError when the
     output belongs to a different job."""
+    if name is not None and not JOB_NAME.match(name):
+        raise ConfigError(f"job name {name!r} must match {JOB_NAME.pattern} (letters, digits, '.', '_', '-')")
     inputs = corpus.discover_inputs(source)
     fp = fingerprint(spec, inputs)
     if store.plan_path.exists():
