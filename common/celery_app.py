@@ -18,6 +18,11 @@ def make_app(settings: Settings, queues: list[str] = ()) -> Celery:
         # A publish while Redis is down must fail after bounded retries, not hang.
         "max_retries": defaults.PUBLISH_MAX_RETRIES,
         "interval_start": 0, "interval_step": defaults.PUBLISH_RETRY_INTERVAL_S, "interval_max": 2,
+        # kombu scans for unacked messages past the visibility timeout only every interval x
+        # throttle seconds (10 x 10 by default): a lost node's shard would wait 100 s more.
+        # One ZRANGE per worker every few seconds is cheap.
+        "unacked_restore_interval": max(1, min(10, settings.visibility_timeout_s // 4)),
+        "unacked_restore_throttle": 1,
     }
     app = Celery("qwen3batch", broker=settings.broker_url, set_as_current=False)
     declared = [make_queue(q) for q in queues] or [make_queue("unused")]

@@ -44,7 +44,7 @@ DEFAULT_QUERY_COLUMN = "query"
 DEFAULT_DOCUMENT_COLUMN = "document"
 ENGINE_CHUNK_ROWS = 2048  # rows handed to the engine at once inside a shard (bounds memory)
 READ_BATCH_ROWS = 8192  # rows per Arrow batch while streaming an input file
-MAX_JSONL_LINE_BYTES = 64 * 1024 * 1024  # a longer line is rejected unparsed
+MAX_JSONL_LINE_BYTES = 256 * 1024 * 1024  # a longer line is rejected unparsed; a 200 MB document is not
 DUPLICATE_ID_PARTITIONS = 16  # spill partitions for the bounded-memory duplicate-id pass
 SAMPLE_HASH_BYTES = 1 << 20  # bytes hashed at each end of an input or weight file for its identity
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import redis
 from kombu.exceptions import OperationalError
 
-from common import defaults, keys
+from common import defaults, faults, keys
 from common.celery_app import make_app, make_queue
 from common.errors import Qwen3BatchError
 from common.io.store import OutputStore
@@ -62,6 +62,7 @@ def enqueue(settings: Settings, client: redis.Redis, store: OutputStore, plan: P
     try:
         with app.producer_or_acquire() as producer:
             for shard_id in shard_ids:
+                faults.inject("enqueue", shard_id)
                 shard = by_id[shard_id]
                 message = ShardMessage(job_id=plan.job_id, output=str(store.root), shard_id=shard_id,
                                        input_path=plan.inputs[shard.file_index].path, row_start=shard.row_start,

@@ -1,17 +1,24 @@
 """`workers start`: one worker process per device, consuming only its model's queue."""
 
-import json
 import os
-import socket
 
-import typer
+# SIGTERM (a deploy, `docker stop`) must requeue the running shard within seconds, not run it to
+# the end or leave it to the visibility timeout: remapped to SIGQUIT, Celery does a soft shutdown
+# (worker_soft_shutdown_timeout) and then a cold one that restores unacked messages. billiard
+# reads this when it is imported, so it is set before anything imports Celery.
+os.environ.setdefault("REMAP_SIGTERM", "SIGQUIT")
 
-from common import defaults, keys
-from common.celery_app import make_app
-from common.errors import Qwen3BatchError
-from common.model_identity import model_ref
-from common.settings import load_settings
-from workers.device import parse_device
+import json  # noqa: E402
+import socket  # noqa: E402
+
+import typer  # noqa: E402
+
+from common import defaults, keys  # noqa: E402
+from common.celery_app import make_app  # noqa: E402
+from common.errors import Qwen3BatchError  # noqa: E402
+from common.model_identity import model_ref  # noqa: E402
+from common.settings import load_settings  # noqa: E402
+from workers.device import parse_device  # noqa: E402
 
 app = typer.Typer(help="Run embedding and rerank workers, one per device.", no_args_is_help=True,
                   pretty_exceptions_enable=False)

@@ -14,12 +14,11 @@ from dataclasses import dataclass, field
 
 import redis
 
-from common import defaults, keys
+from common import defaults, faults, keys
 from common.io.store import OutputStore
 from common.jobstate import finalize, read_state
 from common.schemas import Plan, QuarantineRecord, ShardMessage
 from common.settings import Settings
-from workers import faults
 from workers.engines.base import Engine
 from workers.pipeline import run_shard
 
@@ -69,6 +68,7 @@ def handle_message(ctx: WorkerContext, body: dict) -> str:
         quarantine(ctx, store, plan, message, attempt - 1, reason)
         return "quarantined"
     ctx.current_shard = message.shard_id
+    beat(ctx)
     try:
         outcome = run_shard(store, plan, message.shard_id, ctx.engine, ctx.name, fault=faults.inject)
     except Exception as exc:  # any failure of one shard: count it, retry or quarantine; never crash the job
@@ -82,6 +82,7 @@ def handle_message(ctx: WorkerContext, body: dict) -> str:
         raise RetryShard(reason) from exc
     finally:
         ctx.current_shard = None
+        beat(ctx)
     if outcome.status == "committed":
         ctx.rows_done += outcome.record.rows_in
         ctx.tokens_done += outcome.record.tokens
@@ -114,23 +115,26 @@ def _count(folder) -> int:
         return 0
 
 
-def start_heartbeat(ctx: WorkerContext) -> threading.Thread:
-    """Publish this worker's device, model, current shard and throughput every few seconds."""
+def beat(ctx: WorkerContext) -> None:
+    """Publish this worker's device, model, current shard and throughput."""
+    elapsed = max(1e-9, time.time() - ctx.started_at)
+    state = dict(ctx.description, host=socket.gethostname(), pid=os.getpid(), current_shard=ctx.current_shard or "",
+                 rows_done=ctx.rows_done, rows_per_s=round(ctx.rows_done / elapsed, 2),
+                 tokens_per_s=round(ctx.tokens_done / elapsed, 1), seen_at=time.time())
+    try:
+        ctx.redis.set(keys.worker_heartbeat(ctx.name), json.dumps(state), ex=defaults.WORKER_HEARTBEAT_TTL_S)
+    except redis.RedisError:
+        pass  # Redis is down or restarting: the next beat tries again
 
-    def beat():
-        key = keys.worker_heartbeat(ctx.name)
+
+def start_heartbeat(ctx: WorkerContext) -> threading.Thread:
+    """Beat every few seconds, besides the beats at the start and end of each shard."""
+
+    def loop():
         while True:
-            elapsed = max(1e-9, time.time() - ctx.started_at)
-            state = dict(ctx.description, host=socket.gethostname(), pid=os.getpid(),
-                         current_shard=ctx.current_shard or "", rows_done=ctx.rows_done,
-                         rows_per_s=round(ctx.rows_done / elapsed, 2), tokens_per_s=round(ctx.tokens_done / elapsed, 1),
-                         seen_at=time.time())
-            try:
-                ctx.redis.set(key, json.dumps(state), ex=defaults.WORKER_HEARTBEAT_TTL_S)
-            except redis.RedisError:
-                pass  # Redis is down or restarting: the next beat tries again
+            beat(ctx)
             time.sleep(defaults.WORKER_HEARTBEAT_S)
 
-    thread = threading.Thread(target=beat, name="heartbeat", daemon=True)
+    thread = threading.Thread(target=loop, name="heartbeat", daemon=True)
     thread.start()
     return thread
