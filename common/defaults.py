@@ -22,9 +22,9 @@ SEQLEN_MULTIPLE = 16  # compiled lengths are multiples of 16 (vamc)
 DEFAULT_BATCH_TOKENS = 16384  # padded tokens per forward pass; batch size = this // bucket
 DEFAULT_MAX_BATCH_ROWS = 256
 # A document is cut to this many characters per token of the largest bucket BEFORE tokenising,
-# so a 200 MB document costs no more than a long one. 32 chars/token is far above what Qwen's
-# BPE spans (about 4 for English), so the cut never decides which tokens survive truncation.
-CHARS_PER_TOKEN_CAP = 32
+# so a 200 MB document costs no more than a long one. The longest Qwen token spans 128 characters
+# (runs of spaces, dashes, "="), so 160 per token never cuts text the model would have seen.
+CHARS_PER_TOKEN_CAP = 160
 
 # --- engines ------------------------------------------------------------------------------------
 DEFAULT_BACKEND = "torch"

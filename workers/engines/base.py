@@ -109,7 +109,8 @@ class Engine(ABC):
         for batch in self.batches(rows):
             pooled = self.forward_embed(batch)
             assert pooled.shape == (len(batch.rows), self.info.hidden_size), pooled.shape
-            vectors[batch.rows], bad = normalize_mrl(pooled, dim)
+            batch_vectors, bad = normalize_mrl(pooled, dim)
+            vectors[batch.rows] = 0.0 if bad.any() else batch_vectors  # a poisoned batch writes nothing
             self.mark_batch_errors(errors, batch, bad, "embedding")
         return EmbedOutput(vectors, *self.row_stats(rows), errors=errors)
 
@@ -123,8 +124,8 @@ class Engine(ABC):
             gap = self.forward_rerank(batch).astype(np.float32)
             assert gap.shape == (len(batch.rows),), gap.shape
             bad = ~np.isfinite(gap)
-            # P(yes) = softmax([no, yes])[1] = sigmoid(yes - no), computed stably in fp32
-            scores[batch.rows] = np.where(bad, np.nan, 1.0 / (1.0 + np.exp(-np.where(bad, 0.0, gap))))
+            # P(yes) = softmax([no, yes])[1] = sigmoid(yes - no) = exp(-log(1 + exp(-gap))), without overflow
+            scores[batch.rows] = np.nan if bad.any() else np.exp(-np.logaddexp(np.float32(0), -gap))
             self.mark_batch_errors(errors, batch, bad, "rerank score")
         return RerankOutput(scores, *self.row_stats(rows), errors=errors)
 

@@ -34,8 +34,9 @@ def load_pretrained(model: str, task: str, dtype: str, revision: str | None = No
         if local:
             raise ModelLoadError(f"could not read the config of {source}: {exc}") from exc
         raise ModelLoadError(
-            f"could not fetch {source!r} from the Hugging Face hub ({type(exc).__name__}). Offline? Download it on "
-            f"a machine with network (huggingface-cli download {source} --local-dir DIR) and pass --model DIR"
+            f"{source!r} is not a local folder, and fetching it as a Hugging Face hub id failed "
+            f"({type(exc).__name__}). Offline? Download it on a machine with network "
+            f"(huggingface-cli download {source} --local-dir DIR) and pass --model DIR"
         ) from exc
     if config.model_type != "qwen3":
         raise ModelLoadError(f"{source} is a {config.model_type!r} model; this tool runs Qwen3-Embedding and Qwen3-Reranker")

@@ -9,8 +9,13 @@ def _torch():
     return TorchEngine
 
 
+def _simulated():
+    from workers.engines.simulated import SimulatedEngine
+    return SimulatedEngine
+
+
 # Imported lazily: a worker loads only the runtime of the backend it serves.
-BACKENDS = {"torch": _torch}
+BACKENDS = {"torch": _torch, "simulated": _simulated}
 
 
 def create_engine(spec: EngineSpec) -> Engine:

@@ -1,0 +1,155 @@
+"""Redis restarts, a producer killed mid-enqueue, a pickle message, poison input (issue 4)."""
+
+import pickle
+import time
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pytest
+from kombu import Connection, Exchange, Producer
+
+from common.io.store import OutputStore
+from common.jobstate import read_state
+from tests.faults.test_worker_faults import SIM, start, submit
+from tests.integration.conftest import Cluster, assert_every_id_exactly_once, write_corpus
+from workers import cluster
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.parametrize("persistent", [False, True], ids=["no-persistence", "appendonly"])
+def test_workers_keep_consuming_after_a_redis_restart_and_resume_recovers_what_was_lost(tmp_path, tiny_embed_model,
+                                                                                        persistent):
+    # Given a job in progress on two workers
+    server = cluster.RedisServer(tmp_path / "redis", appendonly=persistent).start()
+    c = Cluster(server, tmp_path / "logs")
+    try:
+        ids = write_corpus(tmp_path / "c.jsonl", 3000)
+        originals = {w.name for w in start(c, 2, tiny_embed_model, env={"QWEN3B_FAULTS": "after_compute:sleep=0.4"})}
+        submit(c, tiny_embed_model, tmp_path / "c.jsonl", tmp_path / "out", 100)
+        store = OutputStore(tmp_path / "out")
+        while len(store.list_commits()) < 4:
+            time.sleep(0.1)
+        # When Redis restarts mid-job (losing its queues unless it persists them)
+        server.restart()
+        restarted_at = time.time()
+        # Then `resume` (re-enqueueing whatever has no commit) completes the job, the same workers
+        # having reconnected and consumed after the restart, with every id exactly once
+        resumed = c.producer("resume", tmp_path / "out", "--wait", timeout_s=300)
+        assert resumed.returncode == 0, resumed.stderr + c.logs()
+        commits = read_state(store).commits.values()
+        after = {r.worker for r in commits if r.committed_at > restarted_at}
+        assert after and after <= originals
+        assert_every_id_exactly_once(ids, tmp_path / "out")
+    finally:
+        c.stop()
+        server.stop()
+
+
+def test_a_producer_killed_halfway_through_enqueuing_is_finished_by_resume(local_cluster, tiny_embed_model, tmp_path):
+    # Given a producer that dies (SIGKILL) after enqueuing 4 of 10 shards
+    ids = write_corpus(tmp_path / "c.jsonl", 1000)
+    killed = local_cluster.producer("submit", tmp_path / "c.jsonl", "--model", tiny_embed_model, "--out",
+                                    tmp_path / "out", "--backend", "simulated", "--dtype", "fp32", "--shard-rows", 100,
+                                    env={"QWEN3B_FAULTS": "enqueue:kill@00000-000000000400"})
+    assert killed.returncode == -9
+    assert local_cluster.redis.client().llen(OutputStore(tmp_path / "out").load_plan().queue) == 4
+    # When a worker runs and the job is resumed
+    start(local_cluster, 1, tiny_embed_model)
+    resumed = local_cluster.producer("resume", tmp_path / "out", "--wait")
+    # Then it completes with every id exactly once
+    assert resumed.returncode == 0, resumed.stderr + local_cluster.logs()
+    assert_every_id_exactly_once(ids, tmp_path / "out")
+
+
+class _Exploit:
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_pickle_message_injected_into_a_queue_is_refused_never_executed(local_cluster, tiny_embed_model, tmp_path):
+    # Given a worker and a message whose body would create a file if it were ever unpickled
+    ids = write_corpus(tmp_path / "c.jsonl", 200)
+    [worker] = start(local_cluster, 1, tiny_embed_model)
+    plan_queue = cluster.heartbeat(local_cluster.redis.client(), worker.name)["queue"]
+    marker = tmp_path / "pwned"
+    with Connection(local_cluster.url) as conn:
+        Producer(conn).publish(
+            _Exploit(marker), serializer="pickle", exchange=Exchange(plan_queue, type="direct"),
+            routing_key=plan_queue, headers={"task": "embed.shard", "id": "evil", "lang": "py"})
+    assert pickle.dumps(_Exploit(marker))  # the payload really is a pickle
+    # When the worker has had time to see it, and a real job follows
+    result = submit(local_cluster, tiny_embed_model, tmp_path / "c.jsonl", tmp_path / "out", 100, "--wait")
+    # Then the pickle was refused, nothing ran, and the worker went on to do the real job
+    assert result.returncode == 0, result.stderr + local_cluster.logs()
+    assert not marker.exists()
+    assert "ContentDisallowed" in worker.log() or "Refusing to deserialize" in worker.log()
+    assert_every_id_exactly_once(ids, tmp_path / "out")
+
+
+def test_every_kind_of_bad_input_ends_as_a_reject_with_a_reason_and_the_job_completes(local_cluster, tiny_embed_model,
+                                                                                       tmp_path):
+    # Given jsonl and Parquet files holding every bad case of the reliability reference, and huge documents
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    bad_lines = [
+        b'{"id": 1, "text": null}', b'{"id": 2}', b'{"id": 3, "text": 3.5}', b'{"id": 4, "text": ""}',
+        b'{"id": 5, "text": "\xc3\x28 invalid utf-8"}', b'{"id": 6, "text": "\\udc80 lone surrogate"}',
+        b'{"id": 7, "text": "a", "text": "b"}', b'{"id": 8, "text": "unterminated', b'"just a string"',
+        b'{"id": 10, "text": NaN}', b'{"id": 11, "text": {"nested": ["deep"]}}', b'[' * 50_000 + b']' * 50_000,
+        b'{"text": "no id"}', b'{"id": 1, "text": "duplicate id"}',
+        b'{"id": 15, "text": "' + b"one megabyte of text " * 50_000 + b'"}',
+        b'{"id": 16, "text": "a fine sentence"}',
+    ]
+    (corpus / "a.jsonl").write_bytes(b"\xef\xbb\xbf" + b"\r\n".join(bad_lines) + b"\r\n\r\n")
+    with open(corpus / "b.jsonl", "wb") as f:  # a 200 MB document
+        f.write(b'{"id": 17, "text": "')
+        chunk = b"two hundred megabytes " * 50_000
+        for _ in range(200_000_000 // len(chunk)):
+            f.write(chunk)
+        f.write(b'"}\n')
+    pq.write_table(pa.table({"id": [20, 21, 22, 16], "text": ["ok", None, "   ", "duplicate of a jsonl id"]}),
+                   corpus / "c.parquet")
+    start(local_cluster, 1, tiny_embed_model)
+    # When the folder is submitted as one job
+    result = submit(local_cluster, tiny_embed_model, corpus, tmp_path / "out", 100, "--wait")
+    # Then the job completes, every row is in the output or the rejects, each reject with its reason
+    assert result.returncode == 0, result.stderr + local_cluster.logs()
+    rejects = ds.dataset(tmp_path / "out" / "rejects").to_table().to_pylist()
+    reasons = sorted((r["file"].rsplit("/", 1)[1], r["row"], r["reason"].split(":")[0]) for r in rejects)
+    assert reasons == sorted([
+        ("a.jsonl", 1, "null_text"), ("a.jsonl", 2, "missing_text"), ("a.jsonl", 3, "non_string_text"),
+        ("a.jsonl", 4, "empty_text"), ("a.jsonl", 5, "invalid_utf8"), ("a.jsonl", 6, "invalid_unicode"),
+        ("a.jsonl", 7, "duplicate_key"), ("a.jsonl", 8, "malformed_json"), ("a.jsonl", 9, "not_an_object"),
+        ("a.jsonl", 10, "non_string_text"), ("a.jsonl", 11, "non_string_text"), ("a.jsonl", 12, "malformed_json"),
+        ("a.jsonl", 13, "missing_id"), ("a.jsonl", 14, "duplicate_id"),
+        ("c.parquet", 1, "null_text"), ("c.parquet", 2, "empty_text"), ("c.parquet", 3, "duplicate_id"),
+    ])
+    data = {r["id"]: r for r in ds.dataset(tmp_path / "out" / "data").to_table().to_pylist()}
+    assert sorted(data) == [15, 16, 17, 20]
+    assert data[15]["truncated"] and data[17]["truncated"] and not data[16]["truncated"]
+    assert data[17]["n_tokens"] == 512
+    state = read_state(OutputStore(tmp_path / "out"))
+    assert state.success.rows_in == len(bad_lines) + 1 + 4 == state.rows_out + state.rows_rejected
+
+
+def test_a_whole_unreadable_file_is_a_clear_error_before_anything_is_enqueued(local_cluster, tiny_embed_model,
+                                                                              tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "good.jsonl").write_text('{"id": 1, "text": "x"}\n')
+    (tmp_path / "in" / "broken.parquet").write_bytes(b"PAR1 this is not parquet")
+    result = submit_expect_error(local_cluster, tiny_embed_model, tmp_path / "in", tmp_path / "out")
+    assert "broken.parquet" in result.stderr and "not a readable Parquet file" in result.stderr
+    assert not (tmp_path / "out" / "_plan.json").exists()
+    assert not local_cluster.redis.client().keys("embed.*")
+
+
+def submit_expect_error(c, model, corpus, out):
+    result = c.producer("submit", corpus, "--model", model, "--out", out, "--backend", "simulated", env=SIM)
+    assert result.returncode == 2, result.stderr
+    return result
+
