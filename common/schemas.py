@@ -1,6 +1,7 @@
 """The records that travel and persist: job spec, plan, shard message, commit record."""
 
 import re
+from functools import cached_property
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -77,6 +78,16 @@ class Plan(Frozen):
     queue: str
     created_at: float
     code_version: str
+
+    @cached_property
+    def shards_by_id(self) -> dict[str, ShardSpec]:
+        return {s.shard_id: s for s in self.shards}
+
+    def shard(self, shard_id: str) -> ShardSpec:
+        try:
+            return self.shards_by_id[shard_id]
+        except KeyError:
+            raise KeyError(f"shard {shard_id} is not in the plan of job {self.job_id}") from None
 
     def row_id_base(self, file_index: int) -> int:
         """Corpus-wide index of a file's first row (ids for --id-column @row)."""

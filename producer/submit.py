@@ -55,7 +55,6 @@ def enqueue(settings: Settings, client: redis.Redis, store: OutputStore, plan: P
     app = make_app(settings)
     queue = make_queue(plan.queue)
     task_name = keys.SHARD_TASKS[plan.spec.task]
-    by_id = {s.shard_id: s for s in plan.shards}
     retry_policy = {"max_retries": defaults.PUBLISH_MAX_RETRIES, "interval_start": 0,
                     "interval_step": defaults.PUBLISH_RETRY_INTERVAL_S, "interval_max": 2}
     sent = 0
@@ -63,7 +62,7 @@ def enqueue(settings: Settings, client: redis.Redis, store: OutputStore, plan: P
         with app.producer_or_acquire() as producer:
             for shard_id in shard_ids:
                 faults.inject("enqueue", shard_id)
-                shard = by_id[shard_id]
+                shard = plan.shard(shard_id)
                 message = ShardMessage(job_id=plan.job_id, output=str(store.root), shard_id=shard_id,
                                        input_path=plan.inputs[shard.file_index].path, row_start=shard.row_start,
                                        row_end=shard.row_end)

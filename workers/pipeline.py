@@ -40,7 +40,7 @@ def run_shard(store: OutputStore, plan: Plan, shard_id: str, engine: Engine, wor
     if store.is_cancelled():
         return ShardOutcome("cancelled")
     started = time.perf_counter()
-    shard = shard_by_id(plan, shard_id)
+    shard = plan.shard(shard_id)
     fault("before_compute", shard_id)
     good, rejects = read_shard(store, plan, shard)
     engine = engine.configured(plan.spec.seqlens)
@@ -68,15 +68,6 @@ def run_shard(store: OutputStore, plan: Plan, shard_id: str, engine: Engine, wor
     won = store.commit(record, attempt_dir)
     fault("after_commit", shard_id)
     return ShardOutcome("committed" if won else "lost_race", record if won else store.load_commit(shard_id))
-
-
-def shard_by_id(plan: Plan, shard_id: str) -> ShardSpec:
-    if not hasattr(plan, "_shard_index"):
-        object.__setattr__(plan, "_shard_index", {s.shard_id: s for s in plan.shards})
-    try:
-        return plan._shard_index[shard_id]
-    except KeyError:
-        raise KeyError(f"shard {shard_id} is not in the plan of job {plan.job_id}") from None
 
 
 def read_shard(store: OutputStore, plan: Plan, shard: ShardSpec):
