@@ -43,3 +43,11 @@ def load_settings(environ: dict | None = None) -> Settings:
         except ValueError:
             raise ConfigError(f"{ENV_PREFIX}{f.name.upper()}={raw!r} is not an integer") from None
     return Settings(**values)
+
+
+def parse_seqlens(text: str) -> tuple[int, ...]:
+    """"64,128,256,512" -> (64, 128, 256, 512), for the --seqlens options."""
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise ConfigError(f"--seqlens {text!r}: expected comma-separated integers like 64,128,256,512") from None

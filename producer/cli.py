@@ -15,7 +15,7 @@ from common.io.store import OutputStore
 from common.jobstate import JobCheckError, finalize, read_state
 from common.model_identity import model_ref
 from common.schemas import JobSpec, Plan
-from common.settings import load_settings
+from common.settings import load_settings, parse_seqlens
 from producer import submit as broker
 from producer.plan import plan_job
 from producer.progress import RateWindow, make_bar, rate_fields, summary_table
@@ -24,13 +24,6 @@ app = typer.Typer(help="Plan, submit and follow embedding and rerank jobs.", no_
                   pretty_exceptions_enable=False)
 console = Console(stderr=True, soft_wrap=True)  # log lines stay whole when stderr is a file
 EXIT_FAILED_SHARDS, EXIT_CANCELLED = 1, 3
-
-
-def parse_seqlens(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise typer.BadParameter(f"--seqlens {text!r}: expected comma-separated integers like 64,128,256,512") from None
 
 
 @app.command()

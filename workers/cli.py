@@ -17,7 +17,7 @@ from common import defaults, keys  # noqa: E402
 from common.celery_app import make_app  # noqa: E402
 from common.errors import Qwen3BatchError  # noqa: E402
 from common.model_identity import model_ref  # noqa: E402
-from common.settings import load_settings  # noqa: E402
+from common.settings import load_settings, parse_seqlens  # noqa: E402
 from workers.device import parse_device  # noqa: E402
 
 app = typer.Typer(help="Run embedding and rerank workers, one per device.", no_args_is_help=True,
@@ -27,13 +27,6 @@ app = typer.Typer(help="Run embedding and rerank workers, one per device.", no_a
 @app.callback()
 def cli():
     """Workers: one process per device (cpu, cuda:N, vacc:N)."""
-
-
-def parse_seqlens(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise typer.BadParameter(f"--seqlens {text!r}: expected comma-separated integers like 64,128,256,512") from None
 
 
 @app.command()
@@ -51,6 +44,7 @@ def start(
     """Start a worker pinned to one device. It loads its model once, in the process that uses it."""
     try:
         dev = parse_device(device)
+        lengths = parse_seqlens(seqlens)
         ref = model_ref(model)
         settings = load_settings()
     except Qwen3BatchError as exc:
@@ -60,7 +54,7 @@ def start(
     os.environ["QWEN3B_WORKER_SPEC"] = json.dumps({
         "name": worker_name,
         "engine": {"model": ref.source, "task": task, "backend": backend, "dtype": dtype, "device": str(dev),
-                   "seqlens": list(parse_seqlens(seqlens))},
+                   "seqlens": list(lengths)},
         "public": {"device": str(dev), "model": ref.source, "task": task, "dtype": dtype, "backend": backend,
                    "queue": queue},
     })
