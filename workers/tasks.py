@@ -54,7 +54,16 @@ def load_engine_in_child(**_):
 
 
 def warm_up(engine) -> None:
+    """One tiny batch through the engine and the Parquet writer before the first heartbeat, so the
+    first real shard does not pay for lazy imports (pyarrow pulls in pandas on first use)."""
+    import numpy as np
+
+    from common.io import output
+
     if engine.spec.task == "embed":
-        engine.embed(["warm up"])
+        vectors = engine.embed(["warm up"]).vectors
+        schema = output.result_schema("embed", "int64", vectors.shape[1], "float32")
     else:
-        engine.rerank(["warm up"], ["warm up"])
+        vectors = engine.rerank(["warm up"], ["warm up"]).scores
+        schema = output.result_schema("rerank", "int64", 0, "float32")
+    output.result_table(schema, [0], vectors, np.ones(1, np.int32), np.zeros(1, bool))
