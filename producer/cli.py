@@ -1,5 +1,6 @@
 """The producer CLI: plan and submit jobs, watch them, resume, cancel, list."""
 
+import json
 import logging
 import sys
 import time
@@ -202,8 +203,6 @@ def jobs():
     """Jobs submitted through this broker, with their state."""
     client = broker.connect(load_settings())
     table = Table("job", "status", "rows done", "output")
-    import json
-
     for job_id, raw in sorted(client.hgetall(keys.jobs_index()).items()):
         out = json.loads(raw)["output"]
         try:

@@ -9,14 +9,15 @@ redis-server: once undisturbed (the baseline), once under faults chosen at rando
   - redis        restart Redis without persistence (every queue is lost), then `producer resume`.
 Then an independent checker compares the input ids with the output + reject ids and prints what a
 trusted system reports: rows in / out / rejected by reason, rows lost and duplicate ids (both must
-be 0), faults injected and survived by kind, recovery time p50 / max (from a fault until the first
-commit after it), and throughput with faults vs without. Workers use the simulated backend (real
+be 0), faults injected and survived by kind, recovery time p50 / max (for a killed worker: until the
+shard it was running is committed by someone; for a Redis restart: until the next commit), and throughput with faults vs without. Workers use the simulated backend (real
 tokenisation, batching, Parquet writing and commits; a fixed sleep stands in for the device), so
 the run measures the delivery machinery, not the model. The corpus mixes in 0.5% bad rows.
 """
 
 import argparse
 import json
+import os
 import random
 import statistics
 import sys
@@ -60,7 +61,7 @@ def write_corpus(path: Path, rows: int, seed: int) -> tuple[list[int], int]:
 
 def check(ids: list[int], out: Path) -> dict:
     data = ds.dataset(out / "data").to_table(columns=["id"]).column("id").to_pylist()
-    rejects = ds.dataset(out / "rejects").to_table(columns=["id", "reason"]).to_pylist() if (
+    rejects = ds.dataset(out / "rejects").to_table(columns=["id", "row", "reason"]).to_pylist() if (
         out / "rejects").is_dir() else []
     # A reject whose line could not be parsed has no id; the corpus has one row per line with
     # id = line - 1, so the checker recovers it from the line number, independently of the system.
@@ -111,10 +112,6 @@ class Run:
         self.redis.stop()
 
 
-def commit_times(out: Path) -> list[float]:
-    return sorted(c.committed_at for c in OutputStore(out).list_commits().values())
-
-
 def run_job(run: Run, corpus: Path, chaos: bool, rng: random.Random) -> dict:
     for _ in range(run.args.workers):
         run.start_worker()
@@ -123,7 +120,7 @@ def run_job(run: Run, corpus: Path, chaos: bool, rng: random.Random) -> dict:
     run.submit(corpus)
     store = OutputStore(run.out)
     plan = store.load_plan()
-    faults: list[tuple[str, float]] = []
+    faults: list[tuple[str, float, str | None]] = []  # (kind, when, the victim's shard)
     next_fault = time.time() + rng.uniform(0.5, 1.5) * run.args.fault_every_s
     last_progress, last_done = time.time(), -1
     while True:
@@ -137,12 +134,12 @@ def run_job(run: Run, corpus: Path, chaos: bool, rng: random.Random) -> dict:
         if done != last_done:
             last_done, last_progress = done, now
         if chaos and now >= next_fault:
-            faults.append((inject(run, rng), now))
+            faults.append(_fault(inject(run, rng), now))
             next_fault = now + rng.uniform(0.5, 1.5) * run.args.fault_every_s
         elif now - last_progress > 45:
             # Nothing committed for a long while: what a person would do, and it is reported.
             run.producer("resume", run.out)
-            faults.append(("stall-resume", now))
+            faults.append(("stall-resume", now, None))
             last_progress = now
         time.sleep(0.2)
     elapsed = time.time() - started
@@ -150,24 +147,35 @@ def run_job(run: Run, corpus: Path, chaos: bool, rng: random.Random) -> dict:
     state = read_state(store, plan)
     if not state.success:
         run.producer("status", run.out)  # finalises and checks
-    times = commit_times(run.out)
+    commits = OutputStore(run.out).list_commits()
+    times = sorted(c.committed_at for c in commits.values())
     recovery = {}
-    for kind, at in faults:
-        after = [t for t in times if t > at]
-        if after:
-            recovery.setdefault(kind, []).append(after[0] - at)
+    for kind, at, shard in faults:
+        if shard and shard in commits:
+            recovery.setdefault(kind, []).append(commits[shard].committed_at - at)
+        elif not shard:
+            after = [t for t in times if t > at]
+            if after:
+                recovery.setdefault(kind, []).append(after[0] - at)
     return {"seconds": elapsed, "rows_per_s": plan.rows_total / elapsed, "faults": faults, "recovery": recovery,
             "quarantined": sorted(state.quarantined)}
 
 
-def inject(run: Run, rng: random.Random) -> str:
+def _fault(result: tuple[str, str | None], at: float) -> tuple[str, float, str | None]:
+    return result[0], at, result[1]
+
+
+def inject(run: Run, rng: random.Random) -> tuple[str, str | None]:
+    """Inject one fault; returns its kind and the shard the victim was running (if any)."""
     kind = rng.choices(["kill-worker", "kill-child", "redis"], weights=[4, 3, 2])[0]
     live = run.live()
     if kind == "redis" or not live:
         run.redis.restart()
         run.producer("resume", run.out)  # what Redis lost is recovered from the output store
-        return "redis"
+        return "redis", None
     victim = rng.choice(live)
+    beat = cluster.heartbeat(run.redis.client(), victim.name) or {}
+    shard = beat.get("current_shard") or None
     if kind == "kill-worker":
         victim.signal_all(9)
         victim.process.wait(10)
@@ -176,10 +184,9 @@ def inject(run: Run, rng: random.Random) -> str:
         children = victim.pids()[1:]
         if not children:
             return inject(run, rng)
-        import os
         for pid in children:
             os.kill(pid, 9)
-    return kind
+    return kind, shard
 
 
 def percentile(values, q):
@@ -219,7 +226,7 @@ def main() -> None:
 def report(results: dict, args) -> None:
     base, chaos = results["baseline"], results["chaos"]
     c = chaos["check"]
-    by_kind = Counter(kind for kind, _ in chaos["faults"])
+    by_kind = Counter(kind for kind, _, _ in chaos["faults"])
     all_recovery = [s for v in chaos["recovery"].values() for s in v]
     print(f"\nchaos run: {args.rows:,} rows, {args.workers} workers, simulated device {args.batch_s}s/batch, "
           f"a fault every ~{args.fault_every_s}s")
