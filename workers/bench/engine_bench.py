@@ -1,0 +1,784 @@
+"""CPU benchmark of the torch engine on the Qwen3-0.6B shape (RANDOM WEIGHTS), side by side in one process.
+
+    python -m workers.bench.engine_bench [--n-texts N] [--repeats R] [--threads T] [--dtype bf16]
+                                         [--out bench-results/engine-cpu.json] [--quick]
+
+It measures real (unpadded) tokens per second, on the same texts and at the same dtype, for:
+
+1. our embedding engine (buckets 64/128/256/512, each batch padded to its longest row rounded up
+   to 16) vs sentence-transformers `SentenceTransformer(folder).encode` (its own length sorting;
+   batch size 8 by default, see BASELINE_BATCH_SIZE for why not 32 on a sample this small);
+2. our bucketed shapes vs one fixed 512-token shape (`seqlens=(512,), pad_to_bucket=True`: what
+   the vendor deployment compiles);
+3. our reranker (two LM-head rows at the last position only) vs the Qwen3-Reranker model-card
+   algorithm (AutoModelForCausalLM, full logits, left padding, padding to the longest row of the
+   batch, softmax over [no, yes]); to credit it with the same batching as ours the baseline's
+   pairs are length-sorted before they are cut into batches of the same size as ST's;
+4. the fraction of this machine's bf16 matmul peak our engine reaches in the 128+ token buckets
+   (4b: the same engine code on full planned batches of 32 x 512 tokens, from the fixed-512 run).
+
+Every timed run also records its process CPU time: CPU% = CPU seconds / (wall seconds x threads)
+shows how much of the machine the run really had (this host is shared).
+
+Model FLOP count (item 4), per row of n positions, documented here and in the JSON:
+    linear   = 2 * P * n      P = matmul weights of the decoder layers (the embedding is a lookup;
+                              norms, RoPE, SiLU, softmax are not counted)
+                              = L * (h*q + 2*h*kv + q*h + 3*h*ffn),  q = heads*head_dim,
+                                kv = kv_heads*head_dim     (0.6B: 28 * 15,728,640 = 440.4M)
+    attention = 4 * L * q * n(n+1)/2   QK^T and PV, causal: position i attends to i+1 keys
+"Executed" FLOPs use each batch's padded length (what the hardware computed), "real" FLOPs the
+rows' true lengths. The bf16 peak is the best bf16 x bf16 -> bf16 GEMM rate this machine reaches
+on the model's own shapes (M=2048 tokens x the FFN and attention projections), by either way of
+computing it: the stock torch kernel, or the fp32 units with exact widening (what the engine uses
+on CPUs without avx512_bf16/AMX, see workers/engines/torch_engine.py: weights widened once, the
+bf16 input widened and the product rounded back to bf16 in every call, conversions included in the
+time). Both are printed, with the fp32 peak for context.
+
+The weights are random (the exact 0.6B shape, built once under .cache/models): cost is identical
+to the real model's, outputs are meaningless, and every figure is labelled RANDOM WEIGHTS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import random
+import sys
+import time
+from collections.abc import Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_DATA = Path("..") / "shared" / "data" / "sts12-test.jsonl"  # relative to the repo root
+DEFAULT_OUT = Path("bench-results") / "engine-cpu.json"
+DEFAULT_CACHE = Path(".cache") / "models"
+SEQLENS = (64, 128, 256, 512)
+FIXED_SEQLEN = 512
+# Batch size of sentence-transformers and of the model-card reranker. ST's own default is 32, but on a
+# sample of a few dozen texts sorted longest first a batch of 32 holds every long document AND most
+# short texts, all padded to ~500 tokens (about 5x the real tokens): that would be unfair to ST. 8
+# gives it about the padding our engine has on the same sample (both are printed), which is what
+# batches of 32 give on a corpus large enough for sorted batches to be homogeneous.
+BASELINE_BATCH_SIZE = 8
+MIX = {"short": 0.70, "medium": 0.20, "long": 0.10}  # 1 sentence, 3-8 sentences, up to ~512 tokens
+MEDIUM_SENTENCES = (3, 8)
+GOALS = {"embed_vs_st": 1.0, "bucketed_vs_fixed512": 5.0, "rerank_vs_model_card": 1.3, "peak_fraction_128plus": 0.70}
+# (M tokens, K, N) of the model's GEMMs: FFN up/gate, FFN down, q projection
+PEAK_SHAPES = ((2048, 1024, 3072), (2048, 3072, 1024), (2048, 1024, 2048))
+DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+_T0 = time.perf_counter()
+
+
+def say(message: str) -> None:
+    print(f"[{time.perf_counter() - _T0:7.1f}s] {message}", flush=True)
+
+
+@contextmanager
+def phase(name: str):
+    say(f">> {name} ...")
+    start = time.perf_counter()
+    yield
+    say(f"<< {name}: done in {time.perf_counter() - start:.1f}s")
+
+
+# --- inputs -----------------------------------------------------------------------------------------
+def read_sts(path: Path) -> list[tuple[str, str]]:
+    pairs = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                row = json.loads(line)
+                pairs.append((row["sentence1"], row["sentence2"]))
+    if not pairs:
+        raise SystemExit(f"{path} holds no sentence pairs")
+    return pairs
+
+
+def build_mix(pairs: list[tuple[str, str]], n: int, seed: int, tokenizer, max_tokens: int) -> tuple[list[str], list[str]]:
+    """(texts, kind of each): ~70% one sentence, ~20% 3-8 consecutive sentences, ~10% long documents
+    of consecutive sentences filled up to targets spread evenly from max/2 to the max length, so the
+    tail reaches the largest bucket. Deterministic for a seed."""
+    rng = random.Random(seed)
+    sentences = list(dict.fromkeys(s for pair in pairs for s in pair))
+    n_long = max(1, round(MIX["long"] * n))
+    n_medium = max(1, round(MIX["medium"] * n))
+    kinds = ["short"] * max(0, n - n_long - n_medium) + ["medium"] * n_medium + ["long"] * n_long
+    kinds = kinds[:n]
+    rng.shuffle(kinds)
+    n_long = kinds.count("long")
+    content_max = max_tokens - 1  # room for <|endoftext|>
+    targets = [int(t) for t in np.linspace(max_tokens // 2, content_max, n_long)] if n_long else []
+    rng.shuffle(targets)
+
+    def n_tokens(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    texts = []
+    for kind in kinds:
+        if kind == "short":
+            texts.append(rng.choice(sentences))
+        elif kind == "medium":
+            k = rng.randint(*MEDIUM_SENTENCES)
+            start = rng.randrange(len(sentences))
+            texts.append(" ".join(sentences[(start + i) % len(sentences)] for i in range(k)))
+        else:
+            target = targets.pop()
+            start = rng.randrange(len(sentences))
+            doc, i = sentences[start], 1
+            while True:
+                longer = doc + " " + sentences[(start + i) % len(sentences)]
+                if n_tokens(longer) > target:
+                    break
+                doc, i = longer, i + 1
+            texts.append(doc)
+    return texts, kinds
+
+
+def rerank_pairs(pairs: list[tuple[str, str]], n: int, seed: int) -> list[tuple[str, str]]:
+    """n STS pairs as (query, document), sampled deterministically."""
+    rng = random.Random(seed + 1)
+    return [pairs[i] for i in rng.sample(range(len(pairs)), min(n, len(pairs)))]
+
+
+# --- FLOPs and peaks ------------------------------------------------------------------------------
+def model_shape(config) -> dict:
+    h, L = config.hidden_size, config.num_hidden_layers
+    q = config.num_attention_heads * config.head_dim
+    kv = config.num_key_value_heads * config.head_dim
+    ffn = config.intermediate_size
+    matmul_params = L * (h * q + 2 * h * kv + q * h + 3 * h * ffn)
+    return {"layers": L, "hidden": h, "attn_dim": q, "kv_dim": kv, "ffn": ffn, "matmul_params": matmul_params}
+
+
+def row_flops(shape: dict, n) -> np.ndarray:
+    """Model FLOPs of rows of n positions (see the module docstring)."""
+    n = np.asarray(n, dtype=np.float64)
+    return 2.0 * shape["matmul_params"] * n + 4.0 * shape["layers"] * shape["attn_dim"] * n * (n + 1) / 2
+
+
+def time_best(fn, reps: int) -> float:
+    fn()  # warm-up (kernel selection, allocation)
+    best = float("inf")
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def peak_kinds(dtype_name: str) -> list[str]:
+    if dtype_name == "fp32":
+        return ["fp32"]
+    return [f"{dtype_name}_stock_kernel", f"{dtype_name}_via_fp32_units", "fp32"]
+
+
+def measure_peaks(dtype_name: str, reps: int, kinds: list[str]) -> dict:
+    """GEMM FLOP/s on the model's shapes: {kind: {best_flops, per_shape_flops}}, best of `reps` per shape."""
+    import torch
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    dtype = getattr(torch, DTYPES[dtype_name])
+    out = {}
+    for kind in kinds:
+        rates = []
+        for m, k, n in PEAK_SHAPES:
+            x, w = torch.randn(m, k), torch.randn(n, k)
+            xh, wh = x.to(dtype), w.to(dtype)
+            if kind == "fp32":
+                fn = lambda: F.linear(x, w)  # noqa: E731
+            elif kind.endswith("stock_kernel"):
+                fn = lambda: F.linear(xh, wh)  # noqa: E731
+            else:  # the engine's CPU path: weights widened once (exact), the bf16 input widened per call,
+                wf = wh.float()  # fp32 GEMM, product rounded back to bf16 (conversions timed)
+                fn = lambda: F.linear(xh.float(), wf).to(dtype)  # noqa: E731
+            with torch.inference_mode():
+                rates.append(2.0 * m * k * n / time_best(fn, reps))
+        out[kind] = {"best_flops": max(rates), "per_shape_flops": rates}
+        say(f"   {kind:>22}: best {max(rates) / 1e9:7.1f} GFLOP/s  (per shape: "
+            + ", ".join(f"{r / 1e9:.1f}" for r in rates) + ")")
+    return out
+
+
+def combine_peaks(dtype_name: str, measurements: list[dict], probes: list[GemmProbe]) -> dict:
+    """The best of every measurement per kind (the full measurements and the samples taken next to
+    each batch); the bf16 peak is the best bf16 x bf16 -> bf16 kind."""
+    out = {"shapes": [list(s) for s in PEAK_SHAPES], "measurements": measurements,
+           "probe_samples": {p.kind: p.samples for p in probes}}
+    for kind in peak_kinds(dtype_name):
+        seen = [m[kind]["best_flops"] for m in measurements if kind in m]
+        seen += [x for p in probes if p.kind == kind for x in p.samples]
+        out[kind] = {"best_flops": max(seen)}
+    candidates = [k for k in peak_kinds(dtype_name) if k.startswith(dtype_name)]
+    out["peak_kind"] = max(candidates, key=lambda k: out[k]["best_flops"])
+    out["peak_flops"] = out[out["peak_kind"]]["best_flops"]
+    return out
+
+
+class GemmProbe:
+    """A quick sample of one peak kind on the FFN shape, taken right next to an engine batch so that
+    the batch and its peak share the machine's conditions (this host is shared and noisy)."""
+
+    def __init__(self, dtype_name: str, kind: str):
+        import torch
+        import torch.nn.functional as F
+
+        self.kind = kind
+        self.m, self.k, self.n = PEAK_SHAPES[0]
+        dtype = getattr(torch, DTYPES[dtype_name])
+        x, w = torch.randn(self.m, self.k), torch.randn(self.n, self.k)
+        xh, wh = x.to(dtype), w.to(dtype)
+        if kind == "fp32":
+            self.fn = lambda: F.linear(x, w)
+        elif kind.endswith("stock_kernel"):
+            self.fn = lambda: F.linear(xh, wh)
+        else:
+            wf = wh.float()
+            self.fn = lambda: F.linear(xh.float(), wf).to(dtype)
+        self.samples: list[float] = []
+
+    def sample(self, reps: int = 2) -> float:
+        import torch
+
+        with torch.inference_mode():
+            rate = 2.0 * self.m * self.k * self.n / time_best(self.fn, reps)
+        self.samples.append(rate)
+        return rate
+
+
+def engine_peak_kind(engine, dtype_name: str) -> str:
+    if dtype_name == "fp32":
+        return "fp32"
+    return f"{dtype_name}_via_fp32_units" if getattr(engine, "half_matmul_via_fp32", False) else \
+        f"{dtype_name}_stock_kernel"
+
+
+# --- timing --------------------------------------------------------------------------------------
+def timed(label: str, fn, threads: int):
+    """(fn(), {wall, cpu, cpu_util}) with progress lines; cpu_util < 1 means the run did not have the
+    whole machine (other processes, or threads waiting)."""
+    with phase(label):
+        wall0, cpu0 = time.perf_counter(), time.process_time()
+        out = fn()
+        wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    say(f"   {wall:.1f}s wall, {cpu:.1f}s CPU = {100 * cpu / (wall * threads):.0f}% of {threads} threads")
+    return out, {"wall": wall, "cpu": cpu, "cpu_util": cpu / (wall * threads)}
+
+
+class BatchTimer:
+    """Wraps an engine's forward method and records every batch: bucket, rows, lengths, seconds, the
+    [rows, seqlen] of every forward pass the model really ran for it (an engine may split a batch,
+    see CPU_FORWARD_TOKENS in workers/engines/torch_engine.py), and the GEMM peak sampled just before
+    and just after it (the better of the two: `local_peak`)."""
+
+    def __init__(self, engine, method: str, probe: GemmProbe | None = None):
+        self.records: list[dict] = []
+        self.enabled = True
+        original = getattr(engine, method)
+        seqlens = engine.spec.seqlens
+        passes = ShapeRecorder(engine.net)
+
+        def timed_forward(batch):
+            before = probe.sample() if probe is not None and self.enabled else None
+            passes.shapes = []
+            start = time.perf_counter()
+            out = original(batch)
+            seconds = time.perf_counter() - start
+            after = probe.sample() if probe is not None and self.enabled else None
+            longest = int(batch.lengths.max())
+            bucket = next(s for s in seqlens if longest <= s)
+            self.records.append({"bucket": bucket, "seqlen": batch.seqlen, "rows": len(batch.rows),
+                                 "lengths": batch.lengths.tolist(), "seconds": seconds,
+                                 "passes": [list(x) for x in passes.shapes],
+                                 "local_peak": max(before, after) if before is not None else None})
+            return out
+
+        setattr(engine, method, timed_forward)
+
+    def take(self) -> list[dict]:
+        records, self.records = self.records, []
+        return records
+
+
+class ShapeRecorder:
+    """Records the padded [batch, seqlen] of every forward of a baseline: `module` is called with
+    input_ids as a keyword, or with a features dict holding them (sentence-transformers' module)."""
+
+    def __init__(self, module):
+        self.shapes: list[tuple[int, int]] = []
+        module.register_forward_pre_hook(self._hook, with_kwargs=True)
+
+    def _hook(self, module, args, kwargs):
+        ids = kwargs.get("input_ids")
+        if ids is None and args:
+            ids = args[0].get("input_ids") if isinstance(args[0], Mapping) else args[0]
+        if ids is not None:
+            self.shapes.append(tuple(ids.shape))
+
+    def take(self) -> int:
+        padded = sum(b * s for b, s in self.shapes)
+        self.shapes = []
+        return padded
+
+
+def bucket_table(records: list[dict], shape: dict) -> list[dict]:
+    rows = []
+    for bucket in sorted({r["bucket"] for r in records}):
+        recs = [r for r in records if r["bucket"] == bucket]
+        rows.append(summarise(recs, shape) | {"bucket": bucket})
+    return rows
+
+
+def summarise(recs: list[dict], shape: dict) -> dict:
+    seconds = sum(r["seconds"] for r in recs)
+    real = sum(sum(r["lengths"]) for r in recs)
+    exec_flops = sum(float(row_flops(shape, s) * b) for r in recs for b, s in r["passes"])
+    real_flops = sum(float(row_flops(shape, r["lengths"]).sum()) for r in recs)
+    local = None
+    if recs and all(r.get("local_peak") for r in recs):
+        # FLOPs done / FLOPs the GEMM peak measured next to each batch would have done in its time
+        local = exec_flops / sum(r["seconds"] * r["local_peak"] for r in recs)
+    return {"fraction_of_local_peak": local, "batches": len(recs), "rows": sum(r["rows"] for r in recs), "real_tokens": real,
+            "padded_tokens": executed_tokens(recs), "seconds": seconds,
+            "real_tokens_per_s": real / seconds, "executed_flops": exec_flops, "real_flops": real_flops,
+            "executed_flops_per_s": exec_flops / seconds, "real_flops_per_s": real_flops / seconds}
+
+
+def executed_tokens(recs: list[dict]) -> int:
+    """Padded tokens the model really ran (all forward passes of these batches)."""
+    return sum(b * s for r in recs for b, s in r["passes"])
+
+
+def set_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def best(runs: list[dict]) -> dict:
+    return min(runs, key=lambda r: r["wall"])
+
+
+# --- baselines -----------------------------------------------------------------------------------
+CARD_PREFIX = ("<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the "
+               "Instruct provided. Note that the answer can only be \"yes\" or \"no\".<|im_end|>\n<|im_start|>user\n")
+CARD_SUFFIX = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
+
+
+class ModelCardReranker:
+    """The Qwen3-Reranker model card's code: full causal LM, full logits, left padding, padding to the
+    longest row in the batch, log-softmax over [no, yes]. Pairs are length-sorted before batching
+    (the card does not sort; sorting only credits it with less padding)."""
+
+    def __init__(self, folder: str, dtype, max_length: int):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.torch = torch
+        self.tokenizer = AutoTokenizer.from_pretrained(folder, padding_side="left")
+        self.model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, attn_implementation="sdpa").eval()
+        self.token_false_id = self.tokenizer.convert_tokens_to_ids("no")
+        self.token_true_id = self.tokenizer.convert_tokens_to_ids("yes")
+        self.max_length = max_length
+        self.prefix_tokens = self.tokenizer.encode(CARD_PREFIX, add_special_tokens=False)
+        self.suffix_tokens = self.tokenizer.encode(CARD_SUFFIX, add_special_tokens=False)
+
+    def scores(self, queries, documents, instruction: str, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """(P(yes) per pair, real tokens per pair), in the caller's order."""
+        torch = self.torch
+        bodies = [f"<Instruct>: {instruction}\n<Query>: {q}\n<Document>: {d}" for q, d in zip(queries, documents)]
+        ids = self.tokenizer(bodies, padding=False, truncation="longest_first", return_attention_mask=False,
+                             max_length=self.max_length - len(self.prefix_tokens) - len(self.suffix_tokens))["input_ids"]
+        ids = [self.prefix_tokens + x + self.suffix_tokens for x in ids]
+        order = np.argsort([len(x) for x in ids], kind="stable")
+        scores = np.zeros(len(ids), dtype=np.float32)
+        for start in range(0, len(order), batch_size):
+            rows = order[start:start + batch_size]
+            inputs = self.tokenizer.pad({"input_ids": [ids[r] for r in rows]}, padding="longest", return_tensors="pt")
+            with torch.inference_mode():
+                logits = self.model(**inputs).logits[:, -1, :]
+            pair = torch.stack([logits[:, self.token_false_id], logits[:, self.token_true_id]], dim=1)
+            scores[rows] = torch.nn.functional.log_softmax(pair.float(), dim=1)[:, 1].exp().numpy()
+        return scores, np.array([len(x) for x in ids])
+
+
+# --- the run ---------------------------------------------------------------------------------------
+def run(args) -> dict:
+    import torch
+
+    from common.defaults import DEFAULT_RERANK_INSTRUCTION
+    from workers.device import cpu_threads
+    from workers.engines.base import EngineSpec
+    from workers.engines.registry import create_engine
+    from workers.models.random_init import ensure_random_model
+
+    threads = args.threads or cpu_threads()
+    set_threads(threads)
+    torch_dtype = getattr(torch, DTYPES[args.dtype])
+    bs = args.baseline_batch_size
+    result: dict = {"label": "RANDOM WEIGHTS", "environment": environment(threads)}
+
+    with phase("setup: random-weight Qwen3-0.6B-shape models and the STS length mix"):
+        cache = resolve(args.cache)
+        embed_dir = str(ensure_random_model(cache, "embed", "0.6b"))
+        rerank_dir = str(ensure_random_model(cache, "rerank", "0.6b"))
+        say(f"   models: {embed_dir}, {rerank_dir} (RANDOM WEIGHTS)")
+        from transformers import AutoConfig, AutoTokenizer
+
+        shape = model_shape(AutoConfig.from_pretrained(embed_dir))
+        tokenizer = AutoTokenizer.from_pretrained(embed_dir)
+        pairs = read_sts(resolve(args.data))
+        texts, kinds = build_mix(pairs, args.n_texts, args.seed, tokenizer, SEQLENS[-1])
+        rpairs = rerank_pairs(pairs, args.rerank_pairs, args.seed)
+        say(f"   {len(texts)} texts ({', '.join(f'{kinds.count(k)} {k}' for k in MIX)}), "
+            f"{len(rpairs)} rerank pairs from {len(pairs)} STS pairs")
+    result["config"] = {"n_texts": len(texts), "rerank_pairs": len(rpairs), "repeats": args.repeats, "threads": threads,
+                        "dtype": args.dtype, "seed": args.seed, "seqlens": list(SEQLENS), "fixed_seqlen": FIXED_SEQLEN,
+                        "baseline_batch_size": bs, "data": str(args.data), "quick": args.quick,
+                        "mix": {k: kinds.count(k) for k in MIX}, "model_shape": shape,
+                        "flop_formula": "per row of n positions: 2*P*n + 4*L*q*n(n+1)/2; P = decoder matmul weights "
+                                        "(L*(h*q + 2*h*kv + q*h + 3*h*ffn)), q = heads*head_dim, causal attention"}
+
+    with phase(f"matmul peaks ({', '.join(peak_kinds(args.dtype))}; best of {args.peak_reps} per shape)"):
+        peaks_start = measure_peaks(args.dtype, args.peak_reps, peak_kinds(args.dtype))
+
+    # --- 1. embedding: ours vs sentence-transformers ---------------------------------------------
+    with phase("load our embedding engine (buckets 64/128/256/512) and sentence-transformers"):
+        ours = create_engine(EngineSpec(model=embed_dir, task="embed", dtype=args.dtype, seqlens=SEQLENS,
+                                        pad_to_bucket=False))
+        from sentence_transformers import SentenceTransformer
+
+        st = SentenceTransformer(embed_dir, device="cpu", model_kwargs={"dtype": torch_dtype})
+        st.max_seq_length = SEQLENS[-1]  # truncates where our largest bucket does
+        set_threads(threads)
+        say(f"   our engine: dtype {ours.dtype}, linear layers through the fp32 units: "
+            f"{getattr(ours, 'half_matmul_via_fp32', False)}; sentence-transformers dtype {next(st.parameters()).dtype}")
+    probe = GemmProbe(args.dtype, engine_peak_kind(ours, args.dtype))
+    timer, st_shapes = BatchTimer(ours, "forward_embed", probe), ShapeRecorder(st[0])
+    warm = sorted(texts, key=len)[:2]
+    with phase("warm-up (two short texts each)"):
+        timer.enabled = False
+        ours.embed(warm)
+        st.encode(warm, batch_size=bs)
+        timer.take(), st_shapes.take()
+        timer.enabled = True
+    ours_runs, st_runs = [], []
+    for rep in range(args.repeats):
+        ours_out, run_ = timed(f"embed {rep + 1}/{args.repeats}: our engine, {len(texts)} texts",
+                               lambda: ours.embed(texts), threads)
+        ours_runs.append(run_ | {"records": timer.take()})
+        st_vectors, run_ = timed(f"embed {rep + 1}/{args.repeats}: sentence-transformers encode (batch {bs})",
+                                 lambda: st.encode(texts, batch_size=bs, convert_to_numpy=True), threads)
+        st_runs.append(run_ | {"padded_tokens": st_shapes.take()})
+    real_tokens = int(ours_out.n_tokens.sum())
+    st_tokens = int(st.preprocess(texts)["attention_mask"].sum())
+    cos = cosines(ours_out.vectors, st_vectors)
+    lengths = ours_out.n_tokens
+    ours_best = best(ours_runs)
+    result["mix_tokens"] = {"real_tokens": real_tokens, "min": int(lengths.min()), "median": float(np.median(lengths)),
+                            "mean": float(lengths.mean()), "max": int(lengths.max()),
+                            "rows_per_bucket": {str(s): int(((lengths <= s) & (lengths > p)).sum())
+                                                for p, s in zip((0,) + SEQLENS[:-1], SEQLENS)},
+                            "truncated": int(ours_out.truncated.sum())}
+    result["embed"] = {
+        "ours_runs": ours_runs, "st_runs": st_runs, "real_tokens": real_tokens, "st_real_tokens": st_tokens,
+        "ours_padded_tokens": executed_tokens(ours_best["records"]),
+        "st_padded_tokens": best(st_runs)["padded_tokens"],
+        "ours_tokens_per_s": real_tokens / ours_best["wall"], "st_tokens_per_s": real_tokens / best(st_runs)["wall"],
+        "worst_cosine": float(cos.min()), "mean_cosine": float(cos.mean()),
+        "errors": sum(e is not None for e in ours_out.errors),
+        "buckets": bucket_table(ours_best["records"], shape),
+    }
+    say(f"   worst cosine ours vs ST {cos.min():.6f}; real tokens ours {real_tokens}, ST {st_tokens}; padded tokens "
+        f"ours {result['embed']['ours_padded_tokens']}, ST {result['embed']['st_padded_tokens']}")
+    del st, st_vectors, st_shapes
+    gc.collect()
+
+    # --- 2. bucketed vs one fixed 512 shape -----------------------------------------------------
+    with phase(f"load the fixed-shape engine (seqlens=({FIXED_SEQLEN},), pad_to_bucket=True)"):
+        fixed = create_engine(EngineSpec(model=embed_dir, task="embed", dtype=args.dtype, seqlens=(FIXED_SEQLEN,),
+                                         pad_to_bucket=True))
+        set_threads(threads)
+    fixed_timer = BatchTimer(fixed, "forward_embed", probe)
+    with phase("warm-up (one short text)"):
+        fixed_timer.enabled = False
+        fixed.embed(warm[:1])
+        fixed_timer.take()
+        fixed_timer.enabled = True
+    fixed_runs = []
+    for rep in range(args.repeats):
+        fixed_out, run_ = timed(f"embed {rep + 1}/{args.repeats}: fixed {FIXED_SEQLEN} shape, {len(texts)} texts "
+                                f"({len(texts) * FIXED_SEQLEN} padded tokens)", lambda: fixed.embed(texts), threads)
+        fixed_runs.append(run_ | {"records": fixed_timer.take()})
+    fcos = cosines(ours_out.vectors, fixed_out.vectors)
+    fixed_best = best(fixed_runs)
+    full = [r for r in fixed_best["records"] if r["rows"] * r["seqlen"] >= fixed.spec.batch_tokens]
+    result["fixed512"] = {"runs": fixed_runs, "tokens_per_s": real_tokens / fixed_best["wall"],
+                          "padded_tokens": len(texts) * FIXED_SEQLEN, "worst_cosine_vs_bucketed": float(fcos.min()),
+                          "full_batches": summarise(full, shape) if full else None}
+    say(f"   worst cosine bucketed vs fixed-512 {fcos.min():.6f}")
+    del fixed, fixed_out, ours
+    gc.collect()
+
+    with phase(f"matmul peaks again ({', '.join(peak_kinds(args.dtype)[1:] or ['fp32'])}), the best of both is used"):
+        peaks_end = measure_peaks(args.dtype, args.peak_reps, peak_kinds(args.dtype)[1:] or ["fp32"])
+    result["peaks"] = combine_peaks(args.dtype, [peaks_start, peaks_end], [probe])
+
+    # --- 3. reranker: ours vs the model card ------------------------------------------------------
+    with phase("load our reranker engine and the model-card AutoModelForCausalLM"):
+        rr = create_engine(EngineSpec(model=rerank_dir, task="rerank", dtype=args.dtype, seqlens=SEQLENS))
+        card = ModelCardReranker(rerank_dir, torch_dtype, SEQLENS[-1])
+        set_threads(threads)
+    rr_timer, card_shapes = BatchTimer(rr, "forward_rerank"), ShapeRecorder(card.model)
+    queries, documents = [q for q, _ in rpairs], [d for _, d in rpairs]
+    with phase("warm-up (one pair each)"):
+        rr.rerank(queries[:1], documents[:1], DEFAULT_RERANK_INSTRUCTION)
+        card.scores(queries[:1], documents[:1], DEFAULT_RERANK_INSTRUCTION, bs)
+        rr_timer.take(), card_shapes.take()
+    rr_runs, card_runs = [], []
+    for rep in range(args.repeats):
+        rr_out, run_ = timed(f"rerank {rep + 1}/{args.repeats}: our reranker, {len(rpairs)} pairs",
+                             lambda: rr.rerank(queries, documents, DEFAULT_RERANK_INSTRUCTION), threads)
+        rr_runs.append(run_ | {"records": rr_timer.take()})
+        (card_scores, card_lengths), run_ = timed(
+            f"rerank {rep + 1}/{args.repeats}: model-card algorithm (batch {bs})",
+            lambda: card.scores(queries, documents, DEFAULT_RERANK_INSTRUCTION, bs), threads)
+        card_runs.append(run_ | {"padded_tokens": card_shapes.take()})
+    rr_tokens = int(rr_out.n_tokens.sum())
+    diff = np.abs(rr_out.scores.astype(np.float64) - card_scores)
+    result["rerank"] = {"ours_runs": rr_runs, "card_runs": card_runs, "real_tokens": rr_tokens,
+                        "card_real_tokens": int(card_lengths.sum()),
+                        "ours_padded_tokens": executed_tokens(best(rr_runs)["records"]),
+                        "card_padded_tokens": best(card_runs)["padded_tokens"],
+                        "ours_tokens_per_s": rr_tokens / best(rr_runs)["wall"],
+                        "card_tokens_per_s": rr_tokens / best(card_runs)["wall"],
+                        "max_abs_p_yes_diff": float(diff.max()), "mean_abs_p_yes_diff": float(diff.mean()),
+                        "errors": sum(e is not None for e in rr_out.errors)}
+    say(f"   max |P(yes) ours - card| {diff.max():.6f}; real tokens ours {rr_tokens}, card {int(card_lengths.sum())}")
+    del rr, card
+    gc.collect()
+
+    result["goals"] = goals(result)
+    return result
+
+
+def cosines(a, b) -> np.ndarray:
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+def goals(r: dict) -> dict:
+    e, f, rr, peak = r["embed"], r["fixed512"], r["rerank"], r["peaks"]
+    big = [b for b in e["buckets"] if b["bucket"] >= 128]
+    seconds = sum(b["seconds"] for b in big)
+    exec_rate = sum(b["executed_flops"] for b in big) / seconds if seconds else float("nan")
+    real_rate = sum(b["real_flops"] for b in big) / seconds if seconds else float("nan")
+    fp32 = peak["fp32"]["best_flops"]
+    out = {
+        "embed_vs_st": {"ours": e["ours_tokens_per_s"], "baseline": e["st_tokens_per_s"]},
+        "bucketed_vs_fixed512": {"ours": e["ours_tokens_per_s"], "baseline": f["tokens_per_s"]},
+        "rerank_vs_model_card": {"ours": rr["ours_tokens_per_s"], "baseline": rr["card_tokens_per_s"]},
+        "peak_fraction_128plus": {"ours": exec_rate, "baseline": peak["peak_flops"], "real_flops_per_s": real_rate,
+                                  "fraction_of_fp32_peak": exec_rate / fp32,
+                                  "fraction_of_local_peak": summarise(
+                                      [x for x in best(e["ours_runs"])["records"] if x["bucket"] >= 128],
+                                      r["config"]["model_shape"])["fraction_of_local_peak"] if big else None},
+    }
+    if f.get("full_batches"):
+        fb = f["full_batches"]
+        out["peak_fraction_full_512_batches"] = {"ours": fb["executed_flops_per_s"], "baseline": peak["peak_flops"],
+                                                 "fraction_of_fp32_peak": fb["executed_flops_per_s"] / fp32,
+                                                 "fraction_of_local_peak": fb["fraction_of_local_peak"]}
+    # the same ratios per CPU second (robust to time slicing by other processes, not to thread spinning)
+    cpu = {"embed_vs_st": (e["real_tokens"], best(e["ours_runs"])["cpu"], best(e["st_runs"])["cpu"]),
+           "bucketed_vs_fixed512": (e["real_tokens"], best(e["ours_runs"])["cpu"], best(f["runs"])["cpu"]),
+           "rerank_vs_model_card": (rr["real_tokens"], best(rr["ours_runs"])["cpu"], best(rr["card_runs"])["cpu"])}
+    for name, (_, ours_cpu, base_cpu) in cpu.items():
+        out[name]["ratio_per_cpu_second"] = base_cpu / ours_cpu
+    for name, g in out.items():
+        g["ratio"] = g["ours"] / g["baseline"]
+        g["goal"] = GOALS.get(name, GOALS["peak_fraction_128plus"])
+        g["met"] = bool(g["ratio"] >= g["goal"])
+    return out
+
+
+def environment(threads: int) -> dict:
+    import sentence_transformers
+    import torch
+    import transformers
+
+    flags, model = "", platform.processor()
+    try:
+        lines = open("/proc/cpuinfo").read().splitlines()
+        flags = next((x for x in lines if x.startswith("flags")), "") + " "
+        model = next((x.split(":", 1)[1].strip() for x in lines if x.startswith("model name")), model)
+    except OSError:
+        pass
+    return {"cpu": model, "logical_cpus": os.cpu_count(), "threads": threads,
+            "avx512_bf16": " avx512_bf16 " in flags, "amx_tile": " amx_tile " in flags,
+            "avx512_vnni": " avx512_vnni " in flags, "torch": torch.__version__,
+            "transformers": transformers.__version__, "sentence_transformers": sentence_transformers.__version__,
+            "python": platform.python_version()}
+
+
+# --- report ----------------------------------------------------------------------------------------
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([line(headers), sep] + [line(r) for r in rows])
+
+
+def report(r: dict) -> str:
+    c, env, g, peak, e, f, rr = r["config"], r["environment"], r["goals"], r["peaks"], r["embed"], r["fixed512"], r["rerank"]
+    s, mt, dt, bs = c["model_shape"], r["mix_tokens"], c["dtype"], c["baseline_batch_size"]
+    out = [
+        "",
+        f"RANDOM WEIGHTS: Qwen3-0.6B shape ({s['layers']} layers, hidden {s['hidden']}, attention {s['attn_dim']}, "
+        f"ffn {s['ffn']}, {s['matmul_params'] / 1e6:.1f}M matmul weights); cost is the real model's, outputs are meaningless",
+        f"CPU: {env['cpu']}, {env['threads']} threads, avx512_bf16={env['avx512_bf16']} amx={env['amx_tile']}; "
+        f"dtype {dt}; torch {env['torch']}, transformers {env['transformers']}, "
+        f"sentence-transformers {env['sentence_transformers']}",
+        f"Texts: {c['n_texts']} from STS12 ({c['mix']['short']} one sentence, {c['mix']['medium']} of 3-8 sentences, "
+        f"{c['mix']['long']} long); {mt['real_tokens']} real tokens, length min {mt['min']} / median {mt['median']:.0f} "
+        f"/ mean {mt['mean']:.1f} / max {mt['max']}; rows per bucket "
+        + ", ".join(f"{k}: {v}" for k, v in mt["rows_per_bucket"].items()),
+        f"Rerank: {c['rerank_pairs']} STS pairs (query = sentence1, document = sentence2), {rr['real_tokens']} real "
+        f"tokens with the prompt. Best of {c['repeats']} run(s) per side, sides interleaved; tok/s = real (unpadded) "
+        f"tokens per wall second, tokenisation included.",
+        "",
+    ]
+    rows = []
+    labels = {
+        "embed_vs_st": f"1. embed: our engine (buckets 64/128/256/512) vs sentence-transformers encode (batch {bs})",
+        "bucketed_vs_fixed512": "2. embed: our bucketed shapes vs one fixed 512 shape (pad_to_bucket)",
+        "rerank_vs_model_card": f"3. rerank: our reranker vs model-card CausalLM (full logits, left pad, batch {bs})",
+        "peak_fraction_128plus": f"4. engine GFLOP/s at 128+ buckets vs {dt} matmul peak ({peak['peak_kind']})",
+        "peak_fraction_full_512_batches": "4b. the same on full 32 x 512 batches (the fixed-512 run)",
+    }
+    for key, label in labels.items():
+        if key not in g:
+            continue
+        x = g[key]
+        if key.startswith("peak"):
+            local = x.get("fraction_of_local_peak")
+            cells = [f"{x['ours'] / 1e9:.1f} GFLOP/s", f"{x['baseline'] / 1e9:.1f} GFLOP/s", f"{x['ratio'] * 100:.0f}%",
+                     f"{local * 100:.0f}% (local peak)" if local else "-", f">= {x['goal'] * 100:.0f}%"]
+        else:
+            cells = [f"{x['ours']:.1f} tok/s", f"{x['baseline']:.1f} tok/s", f"{x['ratio']:.2f}x",
+                     f"{x['ratio_per_cpu_second']:.2f}x (per CPU-s)", f">= {x['goal']:.1f}x"]
+        rows.append([label] + cells + ["MET" if x["met"] else "MISSED"])
+    out.append(table(["comparison (RANDOM WEIGHTS)", "ours", "baseline", "ratio", "noise check", "goal", ""], rows))
+    out.append("   ratio = wall-clock figures, judged against the goal; noise check: the same per CPU-second of the "
+               "process (1-3), or against the GEMM rate sampled right before and after each batch (4)")
+    p = g["peak_fraction_128plus"]
+    fp32 = peak["fp32"]["best_flops"]
+    out += [
+        "",
+        f"Matmul peaks, {dt} in and out unless fp32 (best over M x K x N = "
+        + ", ".join("x".join(map(str, sh)) for sh in PEAK_SHAPES) + " at the start and after the embed phases, "
+        "and over the samples next to each batch): "
+        + "; ".join(f"{k} {peak[k]['best_flops'] / 1e9:.1f} GFLOP/s" for k in peak_kinds(dt)),
+        f"Engine at 128+ buckets: {p['ours'] / 1e9:.1f} GFLOP/s executed (padded shapes), "
+        f"{p['real_flops_per_s'] / 1e9:.1f} GFLOP/s on real tokens; {p['fraction_of_fp32_peak'] * 100:.0f}% of the "
+        f"fp32 peak ({fp32 / 1e9:.1f} GFLOP/s)",
+        f"FLOPs per row of n positions = 2*P*n + 4*L*q*n(n+1)/2, P = {s['matmul_params']:,} decoder matmul weights, "
+        f"L = {s['layers']}, q = heads*head_dim = {s['attn_dim']} (causal attention; embedding lookup, norms, "
+        f"RoPE, SiLU, softmax not counted)",
+        "",
+        "Per bucket, our embedding engine (best run); 'full 512' = the fixed-512 run's full batches; padded tok = "
+        "what the model really ran:",
+        table(["bucket", "batches", "rows", "real tok", "padded tok", "seconds", "real tok/s", "exec GFLOP/s",
+               f"of {dt} peak", "of local peak"],
+              [[str(b["bucket"]), str(b["batches"]), str(b["rows"]), str(b["real_tokens"]), str(b["padded_tokens"]),
+                f"{b['seconds']:.1f}", f"{b['real_tokens_per_s']:.1f}", f"{b['executed_flops_per_s'] / 1e9:.1f}",
+                f"{b['executed_flops_per_s'] / peak['peak_flops'] * 100:.0f}%",
+                f"{b['fraction_of_local_peak'] * 100:.0f}%" if b["fraction_of_local_peak"] else "-"]
+               for b in e["buckets"] + ([f["full_batches"] | {"bucket": "full 512"}] if f["full_batches"] else [])]),
+        "",
+        f"Agreement (equal work): embed worst cosine ours vs sentence-transformers {e['worst_cosine']:.6f} "
+        f"(mean {e['mean_cosine']:.6f}); bucketed vs fixed-512 worst cosine {f['worst_cosine_vs_bucketed']:.6f}; "
+        f"rerank max |P(yes) ours - model card| {rr['max_abs_p_yes_diff']:.6f} (mean {rr['mean_abs_p_yes_diff']:.6f})",
+        f"Tokens: embed real ours {e['real_tokens']} / ST {e['st_real_tokens']}, padded ours {e['ours_padded_tokens']} "
+        f"/ ST {e['st_padded_tokens']} / fixed-512 {f['padded_tokens']}; rerank real ours {rr['real_tokens']} / card "
+        f"{rr['card_real_tokens']}, padded ours {rr['ours_padded_tokens']} / card {rr['card_padded_tokens']}",
+        "Wall seconds (CPU% of the threads): " + "; ".join(
+            f"{name} {runs_text(runs)}" for name, runs in (
+                ("ours", e["ours_runs"]), ("ST", e["st_runs"]), ("fixed-512", f["runs"]),
+                ("rerank ours", rr["ours_runs"]), ("model card", rr["card_runs"]))),
+    ]
+    return "\n".join(out)
+
+
+def runs_text(runs: list[dict]) -> str:
+    return ", ".join(f"{x['wall']:.1f}s ({x['cpu_util'] * 100:.0f}%)" for x in runs)
+
+
+def resolve(path) -> Path:
+    path = Path(path)
+    return path if path.is_absolute() else REPO_ROOT / path
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m workers.bench.engine_bench", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--n-texts", type=int, default=None, help="texts in the embedding mix (default 32; quick 8)")
+    p.add_argument("--rerank-pairs", type=int, default=None, help="STS pairs to rerank (default 16; quick 4)")
+    p.add_argument("--repeats", type=int, default=None, help="timed runs per side, best taken (default 1)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: the CPUs this process may use)")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default="bf16")
+    p.add_argument("--baseline-batch-size", type=int, default=BASELINE_BATCH_SIZE,
+                   help=f"batch size of sentence-transformers and the model-card reranker (default {BASELINE_BATCH_SIZE})")
+    p.add_argument("--data", default=str(DEFAULT_DATA), help="STS jsonl (sentence1, sentence2); relative to the repo root")
+    p.add_argument("--cache", default=str(DEFAULT_CACHE), help="where the random-weight models are built once")
+    p.add_argument("--out", default=str(DEFAULT_OUT), help="JSON figures; relative to the repo root")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--peak-reps", type=int, default=None, help="timed GEMMs per shape for the peak (default 3)")
+    p.add_argument("--quick", action="store_true", help="a small smoke run")
+    args = p.parse_args(argv)
+    defaults = {"n_texts": 8, "rerank_pairs": 4, "repeats": 1, "peak_reps": 2} if args.quick else \
+        {"n_texts": 32, "rerank_pairs": 16, "repeats": 1, "peak_reps": 3}
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.n_texts < 3 or args.rerank_pairs < 2 or args.repeats < 1 or args.baseline_batch_size < 1:
+        p.error("--n-texts must be >= 3, --rerank-pairs >= 2, --repeats >= 1, --baseline-batch-size >= 1")
+    return args
+
+
+def main(argv=None) -> int:
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = parse_args(argv)
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
+    say(f"engine benchmark (RANDOM WEIGHTS, Qwen3-0.6B shape): dtype {args.dtype}, {args.n_texts} texts, "
+        f"{args.rerank_pairs} rerank pairs, {args.repeats} repeat(s){', quick' if args.quick else ''}")
+    result = run(args)
+    result["environment"]["load_average_at_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    result["total_seconds"] = time.perf_counter() - _T0
+    text = report(result)
+    print(text, flush=True)
+    out = resolve(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    result["report"] = text
+    out.write_text(json.dumps(result, indent=2))
+    say(f"figures written to {out} (total {result['total_seconds']:.0f}s, load average "
+        f"{'/'.join(f'{x:.1f}' for x in result['environment']['load_average_at_end'] or [])})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
