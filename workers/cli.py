@@ -19,6 +19,8 @@ from common.errors import Qwen3BatchError  # noqa: E402
 from common.model_identity import model_ref  # noqa: E402
 from common.settings import load_settings, parse_seqlens  # noqa: E402
 from workers.device import parse_device  # noqa: E402
+from workers.eval.cli import app as eval_app  # noqa: E402
+from workers.perf.cli import bench  # noqa: E402
 
 app = typer.Typer(help="Run embedding and rerank workers, one per device.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -71,6 +73,10 @@ def start(
     typer.echo(f"worker {worker_name}: queue {queue}, broker {settings.broker_url}")
     celery.worker_main(["worker", "-n", worker_name, "-c", "1", "-P", pool, "-l", loglevel,
                         "--without-gossip", "--without-mingle", "-Q", f"{queue},{keys.worker_queue(worker_name)}"])
+
+
+app.add_typer(eval_app, name="eval")
+app.command("bench")(bench)
 
 
 @app.command("build-model")

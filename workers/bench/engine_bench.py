@@ -5,9 +5,10 @@
 
 It measures real (unpadded) tokens per second, on the same texts and at the same dtype, for:
 
-1. our embedding engine (buckets 64/128/256/512, each batch padded to its longest row rounded up
-   to 16) vs sentence-transformers `SentenceTransformer(folder).encode` (its own length sorting;
-   batch size 8 by default, see BASELINE_BATCH_SIZE for why not 32 on a sample this small);
+1. our embedding engine (buckets 64/128/256/512; on a CPU each planned batch runs as forward
+   passes of up to ~2048 padded tokens, each padded to its own longest row) vs sentence-transformers
+   `SentenceTransformer(folder).encode` (its own length sorting; batch size 4 by default, see
+   BASELINE_BATCH_SIZE for why not 32 on a sample this small);
 2. our bucketed shapes vs one fixed 512-token shape (`seqlens=(512,), pad_to_bucket=True`: what
    the vendor deployment compiles);
 3. our reranker (two LM-head rows at the last position only) vs the Qwen3-Reranker model-card
@@ -26,9 +27,10 @@ Model FLOP count (item 4), per row of n positions, documented here and in the JS
                               = L * (h*q + 2*h*kv + q*h + 3*h*ffn),  q = heads*head_dim,
                                 kv = kv_heads*head_dim     (0.6B: 28 * 15,728,640 = 440.4M)
     attention = 4 * L * q * n(n+1)/2   QK^T and PV, causal: position i attends to i+1 keys
-"Executed" FLOPs use each batch's padded length (what the hardware computed), "real" FLOPs the
-rows' true lengths. The bf16 peak is the best bf16 x bf16 -> bf16 GEMM rate this machine reaches
-on the model's own shapes (M=2048 tokens x the FFN and attention projections), by either way of
+"Executed" FLOPs use the padded shape of every forward pass the model really ran (hooked on the
+model), "real" FLOPs the rows' true lengths. The bf16 peak is the best sustained bf16 x bf16 -> bf16
+GEMM rate this machine reaches on the model's FFN shapes (M = 2048 tokens, a CPU forward pass), each
+sample a run over several distinct weight matrices as a pass through the layers, by either way of
 computing it: the stock torch kernel, or the fp32 units with exact widening (what the engine uses
 on CPUs without avx512_bf16/AMX, see workers/engines/torch_engine.py: weights widened once, the
 bf16 input widened and the product rounded back to bf16 in every call, conversions included in the
@@ -62,15 +64,16 @@ SEQLENS = (64, 128, 256, 512)
 FIXED_SEQLEN = 512
 # Batch size of sentence-transformers and of the model-card reranker. ST's own default is 32, but on a
 # sample of a few dozen texts sorted longest first a batch of 32 holds every long document AND most
-# short texts, all padded to ~500 tokens (about 5x the real tokens): that would be unfair to ST. 8
-# gives it about the padding our engine has on the same sample (both are printed), which is what
-# batches of 32 give on a corpus large enough for sorted batches to be homogeneous.
-BASELINE_BATCH_SIZE = 8
+# short texts, all padded to ~500 tokens: on the default 32 texts ST would run 16,256 padded tokens
+# for 2,145 real ones (7.6x), unfair to ST. Its padded tokens at batch 16 / 8 / 4 / 2 are 8,416 /
+# 4,864 / 3,140 / 2,462; 4 keeps its long-document batches at ~2,000 tokens (our pass size) with
+# padding near what sorted batches of 32 have on a large corpus. Both sides' padded tokens are printed.
+BASELINE_BATCH_SIZE = 4
 MIX = {"short": 0.70, "medium": 0.20, "long": 0.10}  # 1 sentence, 3-8 sentences, up to ~512 tokens
 MEDIUM_SENTENCES = (3, 8)
 GOALS = {"embed_vs_st": 1.0, "bucketed_vs_fixed512": 5.0, "rerank_vs_model_card": 1.3, "peak_fraction_128plus": 0.70}
-# (M tokens, K, N) of the model's GEMMs: FFN up/gate, FFN down, q projection
-PEAK_SHAPES = ((2048, 1024, 3072), (2048, 3072, 1024), (2048, 1024, 2048))
+# (M tokens, K, N) of the model's biggest GEMMs: FFN up/gate and FFN down (M = a CPU forward pass)
+PEAK_SHAPES = ((2048, 1024, 3072), (2048, 3072, 1024))
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 _T0 = time.perf_counter()
@@ -163,14 +166,45 @@ def row_flops(shape: dict, n) -> np.ndarray:
     return 2.0 * shape["matmul_params"] * n + 4.0 * shape["layers"] * shape["attn_dim"] * n * (n + 1) / 2
 
 
-def time_best(fn, reps: int) -> float:
-    fn()  # warm-up (kernel selection, allocation)
-    best = float("inf")
-    for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
+class GemmRun:
+    """One way of doing a bf16 (or fp32) GEMM, run as a sustained sequence over `n_weights` distinct
+    weight matrices, as a forward pass runs through its layers: the weights come from memory as in
+    the model, and the rate holds for seconds (a single call on a hot weight runs at a burst rate
+    this CPU does not sustain, e.g. under AVX-512 clock limits or a busy neighbour)."""
+
+    def __init__(self, dtype_name: str, kind: str, shape: tuple[int, int, int], n_weights: int):
+        import torch
+        import torch.nn.functional as F
+
+        torch.manual_seed(0)
+        self.kind, (self.m, self.k, self.n), self.n_weights = kind, shape, n_weights
+        dtype = getattr(torch, DTYPES[dtype_name])
+        x = torch.randn(self.m, self.k)
+        weights = [torch.randn(self.n, self.k) for _ in range(n_weights)]
+        if kind == "fp32":
+            self.calls = [lambda w=w: F.linear(x, w) for w in weights]
+        elif kind.endswith("stock_kernel"):  # torch's own half-precision GEMM
+            xh = x.to(dtype)
+            self.calls = [lambda w=w.to(dtype): F.linear(xh, w) for w in weights]
+        else:  # the engine's CPU path: weights widened once (exact), the half-precision input widened
+            xh = x.to(dtype)  # in every call, fp32 GEMM, product rounded back (conversions timed)
+            self.calls = [lambda w=w.to(dtype).float(): F.linear(xh.float(), w).to(dtype) for w in weights]
+        self.samples: list[float] = []
+        self.run()  # warm-up: kernel selection, allocation
+
+    def run(self) -> float:
+        import torch
+
+        with torch.inference_mode():
+            start = time.perf_counter()
+            for call in self.calls:
+                call()
+            rate = 2.0 * self.m * self.k * self.n * len(self.calls) / (time.perf_counter() - start)
+        self.samples.append(rate)
+        return rate
+
+    def best_of(self, reps: int) -> float:
+        return max(self.run() for _ in range(reps))
 
 
 def peak_kinds(dtype_name: str) -> list[str]:
@@ -180,34 +214,20 @@ def peak_kinds(dtype_name: str) -> list[str]:
 
 
 def measure_peaks(dtype_name: str, reps: int, kinds: list[str]) -> dict:
-    """GEMM FLOP/s on the model's shapes: {kind: {best_flops, per_shape_flops}}, best of `reps` per shape."""
-    import torch
-    import torch.nn.functional as F
-
-    torch.manual_seed(0)
-    dtype = getattr(torch, DTYPES[dtype_name])
+    """Sustained GEMM FLOP/s on the model's shapes: {kind: {best_flops, per_shape_flops}}, the best of
+    `reps` sustained runs per shape (12 weight matrices a run; 4 for the slow stock kernel)."""
     out = {}
     for kind in kinds:
-        rates = []
-        for m, k, n in PEAK_SHAPES:
-            x, w = torch.randn(m, k), torch.randn(n, k)
-            xh, wh = x.to(dtype), w.to(dtype)
-            if kind == "fp32":
-                fn = lambda: F.linear(x, w)  # noqa: E731
-            elif kind.endswith("stock_kernel"):
-                fn = lambda: F.linear(xh, wh)  # noqa: E731
-            else:  # the engine's CPU path: weights widened once (exact), the bf16 input widened per call,
-                wf = wh.float()  # fp32 GEMM, product rounded back to bf16 (conversions timed)
-                fn = lambda: F.linear(xh.float(), wf).to(dtype)  # noqa: E731
-            with torch.inference_mode():
-                rates.append(2.0 * m * k * n / time_best(fn, reps))
+        n_weights = 4 if kind.endswith("stock_kernel") else 12
+        rates = [GemmRun(dtype_name, kind, shape, n_weights).best_of(reps) for shape in PEAK_SHAPES]
         out[kind] = {"best_flops": max(rates), "per_shape_flops": rates}
         say(f"   {kind:>22}: best {max(rates) / 1e9:7.1f} GFLOP/s  (per shape: "
             + ", ".join(f"{r / 1e9:.1f}" for r in rates) + ")")
+        gc.collect()
     return out
 
 
-def combine_peaks(dtype_name: str, measurements: list[dict], probes: list[GemmProbe]) -> dict:
+def combine_peaks(dtype_name: str, measurements: list[dict], probes: list[GemmRun]) -> dict:
     """The best of every measurement per kind (the full measurements and the samples taken next to
     each batch); the bf16 peak is the best bf16 x bf16 -> bf16 kind."""
     out = {"shapes": [list(s) for s in PEAK_SHAPES], "measurements": measurements,
@@ -222,35 +242,10 @@ def combine_peaks(dtype_name: str, measurements: list[dict], probes: list[GemmPr
     return out
 
 
-class GemmProbe:
-    """A quick sample of one peak kind on the FFN shape, taken right next to an engine batch so that
-    the batch and its peak share the machine's conditions (this host is shared and noisy)."""
-
-    def __init__(self, dtype_name: str, kind: str):
-        import torch
-        import torch.nn.functional as F
-
-        self.kind = kind
-        self.m, self.k, self.n = PEAK_SHAPES[0]
-        dtype = getattr(torch, DTYPES[dtype_name])
-        x, w = torch.randn(self.m, self.k), torch.randn(self.n, self.k)
-        xh, wh = x.to(dtype), w.to(dtype)
-        if kind == "fp32":
-            self.fn = lambda: F.linear(x, w)
-        elif kind.endswith("stock_kernel"):
-            self.fn = lambda: F.linear(xh, wh)
-        else:
-            wf = wh.float()
-            self.fn = lambda: F.linear(xh.float(), wf).to(dtype)
-        self.samples: list[float] = []
-
-    def sample(self, reps: int = 2) -> float:
-        import torch
-
-        with torch.inference_mode():
-            rate = 2.0 * self.m * self.k * self.n / time_best(self.fn, reps)
-        self.samples.append(rate)
-        return rate
+def gemm_probe(dtype_name: str, kind: str) -> GemmRun:
+    """A sustained sample (8 FFN-shaped GEMMs, ~0.5 s) taken right before and after each engine
+    batch, so that the batch and its peak share the machine's conditions (this host is shared)."""
+    return GemmRun(dtype_name, kind, PEAK_SHAPES[0], 8)
 
 
 def engine_peak_kind(engine, dtype_name: str) -> str:
@@ -278,20 +273,30 @@ class BatchTimer:
     see CPU_FORWARD_TOKENS in workers/engines/torch_engine.py), and the GEMM peak sampled just before
     and just after it (the better of the two: `local_peak`)."""
 
-    def __init__(self, engine, method: str, probe: GemmProbe | None = None):
+    def __init__(self, engine, method: str, probe: GemmRun | None = None):
         self.records: list[dict] = []
         self.enabled = True
+        self.probe_wall = self.probe_cpu = 0.0  # time spent sampling the peak, not the engine's
         original = getattr(engine, method)
         seqlens = engine.spec.seqlens
         passes = ShapeRecorder(engine.net)
 
+        def sample():
+            if probe is None or not self.enabled:
+                return None
+            wall, cpu = time.perf_counter(), time.process_time()
+            rate = probe.run()
+            self.probe_wall += time.perf_counter() - wall
+            self.probe_cpu += time.process_time() - cpu
+            return rate
+
         def timed_forward(batch):
-            before = probe.sample() if probe is not None and self.enabled else None
+            before = sample()
             passes.shapes = []
             start = time.perf_counter()
             out = original(batch)
             seconds = time.perf_counter() - start
-            after = probe.sample() if probe is not None and self.enabled else None
+            after = sample()
             longest = int(batch.lengths.max())
             bucket = next(s for s in seqlens if longest <= s)
             self.records.append({"bucket": bucket, "seqlen": batch.seqlen, "rows": len(batch.rows),
@@ -304,7 +309,17 @@ class BatchTimer:
 
     def take(self) -> list[dict]:
         records, self.records = self.records, []
+        self.probe_wall = self.probe_cpu = 0.0
         return records
+
+    def finish(self, run: dict, threads: int) -> dict:
+        """The run's figures without the peak sampling done between its batches, plus its records."""
+        wall, cpu = run["wall"] - self.probe_wall, run["cpu"] - self.probe_cpu
+        if self.probe_wall:
+            say(f"   minus {self.probe_wall:.1f}s of GEMM peak sampling between batches: {wall:.1f}s wall")
+        out = run | {"wall": wall, "cpu": cpu, "cpu_util": cpu / (wall * threads),
+                     "probe_seconds_excluded": self.probe_wall}
+        return out | {"records": self.take()}
 
 
 class ShapeRecorder:
@@ -460,7 +475,7 @@ def run(args) -> dict:
         set_threads(threads)
         say(f"   our engine: dtype {ours.dtype}, linear layers through the fp32 units: "
             f"{getattr(ours, 'half_matmul_via_fp32', False)}; sentence-transformers dtype {next(st.parameters()).dtype}")
-    probe = GemmProbe(args.dtype, engine_peak_kind(ours, args.dtype))
+    probe = gemm_probe(args.dtype, engine_peak_kind(ours, args.dtype))
     timer, st_shapes = BatchTimer(ours, "forward_embed", probe), ShapeRecorder(st[0])
     warm = sorted(texts, key=len)[:2]
     with phase("warm-up (two short texts each)"):
@@ -473,7 +488,7 @@ def run(args) -> dict:
     for rep in range(args.repeats):
         ours_out, run_ = timed(f"embed {rep + 1}/{args.repeats}: our engine, {len(texts)} texts",
                                lambda: ours.embed(texts), threads)
-        ours_runs.append(run_ | {"records": timer.take()})
+        ours_runs.append(timer.finish(run_, threads))
         st_vectors, run_ = timed(f"embed {rep + 1}/{args.repeats}: sentence-transformers encode (batch {bs})",
                                  lambda: st.encode(texts, batch_size=bs, convert_to_numpy=True), threads)
         st_runs.append(run_ | {"padded_tokens": st_shapes.take()})
@@ -516,7 +531,7 @@ def run(args) -> dict:
     for rep in range(args.repeats):
         fixed_out, run_ = timed(f"embed {rep + 1}/{args.repeats}: fixed {FIXED_SEQLEN} shape, {len(texts)} texts "
                                 f"({len(texts) * FIXED_SEQLEN} padded tokens)", lambda: fixed.embed(texts), threads)
-        fixed_runs.append(run_ | {"records": fixed_timer.take()})
+        fixed_runs.append(fixed_timer.finish(run_, threads))
     fcos = cosines(ours_out.vectors, fixed_out.vectors)
     fixed_best = best(fixed_runs)
     full = [r for r in fixed_best["records"] if r["rows"] * r["seqlen"] >= fixed.spec.batch_tokens]
@@ -546,7 +561,7 @@ def run(args) -> dict:
     for rep in range(args.repeats):
         rr_out, run_ = timed(f"rerank {rep + 1}/{args.repeats}: our reranker, {len(rpairs)} pairs",
                              lambda: rr.rerank(queries, documents, DEFAULT_RERANK_INSTRUCTION), threads)
-        rr_runs.append(run_ | {"records": rr_timer.take()})
+        rr_runs.append(rr_timer.finish(run_, threads))
         (card_scores, card_lengths), run_ = timed(
             f"rerank {rep + 1}/{args.repeats}: model-card algorithm (batch {bs})",
             lambda: card.scores(queries, documents, DEFAULT_RERANK_INSTRUCTION, bs), threads)
@@ -682,7 +697,7 @@ def report(r: dict) -> str:
     fp32 = peak["fp32"]["best_flops"]
     out += [
         "",
-        f"Matmul peaks, {dt} in and out unless fp32 (best over M x K x N = "
+        f"Sustained matmul peaks{'' if dt == 'fp32' else f', {dt} in and out unless fp32'} (best over M x K x N = "
         + ", ".join("x".join(map(str, sh)) for sh in PEAK_SHAPES) + " at the start and after the embed phases, "
         "and over the samples next to each batch): "
         + "; ".join(f"{k} {peak[k]['best_flops'] / 1e9:.1f} GFLOP/s" for k in peak_kinds(dt)),

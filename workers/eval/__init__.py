@@ -1,0 +1,1 @@
+"""Accuracy evaluation: STS, reranking and backend agreement (`workers eval`)."""
