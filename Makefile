@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 MODELS ?= .cache/models
 DEMO_ROWS ?= 2000
 
-.PHONY: setup redis demo test bench-engine clean
+.PHONY: setup redis demo test bench-engine rehearsal clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,9 @@ setup: $(VENV)/.installed
 redis:
 	@command -v redis-server >/dev/null || { echo "installing redis-server"; \
 	  (apt-get update -qq && apt-get install -y -qq redis-server) >/dev/null; }
+	@# tests/cluster: throwaway TLS certificates (openssl) and the multi-host rehearsal's namespaces (ip, unshare)
+	@{ command -v openssl && command -v ip && command -v unshare; } >/dev/null || { echo "installing openssl iproute2"; \
+	  (apt-get update -qq && apt-get install -y -qq openssl iproute2 util-linux) >/dev/null; }
 	@redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 || { echo "starting redis-server on 127.0.0.1:6379"; \
 	  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
 	    --maxmemory-policy noeviction --dir /tmp --logfile /tmp/redis-6379.log; sleep 0.5; }
@@ -40,6 +43,10 @@ test: setup redis
 
 bench-engine: setup
 	$(PY) -m workers.bench.engine_bench
+
+# Three hosts in network namespaces, one powered off mid-job (root: ip netns). README "Running on a cluster".
+rehearsal: setup redis
+	$(PY) scripts/multihost_rehearsal.py
 
 clean:
 	rm -rf out .cache/demo

@@ -1,10 +1,21 @@
 """The Celery app and its reliability settings (see ../shared/reference/reliability.md)."""
 
+import ssl
+
 from celery import Celery
 from kombu import Exchange, Queue
 
 from common import defaults
 from common.settings import Settings
+
+
+# Settings that must be equal on every consumer of one broker: each consumer re-queues unacked
+# messages by ITS OWN visibility timeout, and a shard must be treated the same whichever host
+# picks it up. Workers register them in Redis and refuse to start on a difference
+# (common/cluster_settings.py).
+CLUSTER_WIDE_SETTINGS = ("visibility_timeout", "task_time_limit", "task_soft_time_limit", "task_serializer",
+                         "accept_content", "task_acks_late", "task_reject_on_worker_lost", "worker_prefetch_multiplier")
+CERT_REQS = {"required": ssl.CERT_REQUIRED, "optional": ssl.CERT_OPTIONAL, "none": ssl.CERT_NONE}
 
 
 def make_queue(name: str) -> Queue:
@@ -44,13 +55,29 @@ def make_app(settings: Settings, queues: list[str] = ()) -> Celery:
         task_create_missing_queues=False,  # a typo in a queue name fails loudly
         task_queues=declared,
         task_default_queue=declared[0].name,
+        broker_use_ssl=broker_ssl(settings),
         broker_connection_retry_on_startup=True,  # wait for Redis instead of exiting
         broker_connection_max_retries=None,
         worker_cancel_long_running_tasks_on_connection_loss=True,
         worker_soft_shutdown_timeout=settings.soft_shutdown_timeout_s,
         worker_enable_soft_shutdown_on_idle=True,
         worker_send_task_events=True,  # visible in Flower
-        task_send_sent_event=False,
+        task_send_sent_event=True,  # Flower shows queued shards, not only started ones
         worker_hijack_root_logger=False,
     )
     return app
+
+
+def broker_ssl(settings: Settings) -> dict | None:
+    """TLS options for kombu, certificate checks on unless the URL says otherwise."""
+    options = settings.tls_options()
+    if not options:
+        return None
+    wanted = options.get("ssl_cert_reqs", "required").lower().removeprefix("cert_")
+    return dict(options, ssl_cert_reqs=CERT_REQS.get(wanted, ssl.CERT_REQUIRED))
+
+
+def cluster_wide_settings(app: Celery) -> dict:
+    conf = app.conf
+    values = {name: conf[name] for name in CLUSTER_WIDE_SETTINGS if name != "visibility_timeout"}
+    return {"visibility_timeout": conf.broker_transport_options["visibility_timeout"], **values}

@@ -32,6 +32,18 @@ DEFAULT_DTYPE = "bf16"
 DEFAULT_DEVICE = "cpu"
 DEFAULT_PADDING_SIDE = "right"  # right padding needs no padding mask under causal attention
 
+# --- compiled backends (ONNX, VACC) --------------------------------------------------------------
+DEFAULT_ARTIFACT_STORE = ".cache/artifacts"  # compiled artifacts, keyed by model hash/backend/shape/dtype
+DEFAULT_COMPILE_BATCH = 8  # rows per compiled batch (fixed shape)
+# Agreement an artifact must reach with the fp32 torch engine on the validation texts before it is
+# published: worst cosine of embeddings, worst |P(yes) difference| of reranker scores.
+# fp32 is the same arithmetic; fp16 and dynamic int8 lose precision, and these bounds are what the
+# tests measure on random-weight models with margin (real checkpoints agree better: see README).
+ARTIFACT_MIN_COSINE = {"fp32": 0.99999, "fp16": 0.999, "int8": 0.95}
+ARTIFACT_MAX_SCORE_DIFF = {"fp32": 1e-4, "fp16": 0.01, "int8": 0.1}
+COMPILE_DTYPES = {"onnx": ("fp32", "fp16", "int8"), "vacc": ("fp16",)}
+COMPILE_STATUS_TTL_S = 7 * 24 * 3600  # how long a compile job's status stays readable in Redis
+
 # --- tiny models --------------------------------------------------------------------------------
 TINY_MODEL_SEED = 1234
 
@@ -62,4 +74,5 @@ PUBLISH_MAX_RETRIES = 5
 PUBLISH_RETRY_INTERVAL_S = 0.5
 WORKER_HEARTBEAT_S = 5
 WORKER_HEARTBEAT_TTL_S = 30
+WORKER_HEALTHY_WITHIN_S = 3 * WORKER_HEARTBEAT_S  # `workers health`: a later beat means a stuck worker
 PROGRESS_REFRESH_S = 1.0

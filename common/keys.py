@@ -55,5 +55,9 @@ def worker_heartbeat_pattern() -> str:
     return f"{KEY_PREFIX}:worker:*"
 
 
+def compile_status(artifact_id: str) -> str:
+    return f"{KEY_PREFIX}:compile:{artifact_id}"  # JSON: queued | running | published | exists | failed
+
+
 def cluster_settings() -> str:
     return f"{KEY_PREFIX}:cluster-settings"

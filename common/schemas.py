@@ -28,7 +28,7 @@ class JobSpec(Frozen):
     task: Literal["embed", "rerank"] = "embed"
     model: ModelRef
     backend: str = defaults.DEFAULT_BACKEND
-    dtype: Literal["fp32", "bf16", "fp16"] = defaults.DEFAULT_DTYPE
+    dtype: Literal["fp32", "bf16", "fp16", "int8"] = defaults.DEFAULT_DTYPE  # int8: onnx artifacts only
     seqlens: tuple[int, ...] = defaults.DEFAULT_SEQLENS
     instruction: str | None = None  # embed: applied with the query template; rerank: the Instruct
     dim: int | None = None
@@ -144,3 +144,59 @@ class SuccessMarker(Frozen):
     shards_committed: int
     shards_quarantined: tuple[str, ...]
     finished_at: float
+
+
+# --- compiled artifacts ------------------------------------------------------------------------------
+class ArtifactKey(Frozen):
+    """What a compiled artifact is: one model (by content hash), backend, task, dtype and fixed shape."""
+
+    model_identity: str
+    model_tag: str
+    backend: Literal["onnx", "vacc"]
+    task: Literal["embed", "rerank"]
+    dtype: Literal["fp32", "fp16", "int8"]
+    batch: int = Field(ge=1)
+    seqlen: int = Field(ge=16)
+
+    @property
+    def artifact_id(self) -> str:
+        return f"{self.model_tag}.{self.backend}.{self.task}.{self.dtype}.b{self.batch}.s{self.seqlen}"
+
+    @property
+    def relative_dir(self) -> str:
+        return f"{self.model_tag}/{self.backend}/{self.task}/{self.dtype}/b{self.batch}-s{self.seqlen}"
+
+
+class CompileRequest(Frozen):
+    """One compile task: a model at one fixed shape. `job` groups the requests of one command."""
+
+    job: str
+    model: ModelRef
+    key: ArtifactKey
+    validation_texts: tuple[str, ...] = ()  # empty: the built-in validation samples
+
+
+class Validation(Frozen):
+    metric: Literal["worst_cosine", "worst_score_diff"]
+    worst: float
+    mean: float
+    bound: float
+    samples: int
+    passed: bool
+    reference: str = "torch fp32 engine on the same checkpoint, same fixed shape"
+
+
+class ArtifactManifest(Frozen):
+    key: ArtifactKey
+    model_source: str
+    files: tuple[str, ...]  # relative to the artifact folder; the entry point first
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    validation: Validation | None  # None: not validated (VACC compiled where no card is present)
+    validation_note: str = ""
+    derived_from: str = ""  # fp16 / int8: the published fp32 artifact converted, if it was not re-exported
+    tool_versions: dict[str, str]
+    compile_seconds: float
+    created_at: str
+    job: str
+    host: str

@@ -1,17 +1,39 @@
-"""One settings object, read from environment variables with the prefix QWEN3B_."""
+"""One settings object, read from environment variables with the prefix QWEN3B_.
+
+`.env.example` lists every variable with its meaning; docker-compose.yml hands the same ones to
+every service, so a producer, a worker and Flower on any host agree on the broker and the limits.
+"""
 
 import os
 from dataclasses import dataclass, fields
+from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from common import defaults
 from common.errors import ConfigError
 
 ENV_PREFIX = "QWEN3B_"
+WORKER_SPEC_ENV = ENV_PREFIX + "WORKER_SPEC"  # set by `workers start`, read in the pool child
+BROKER_SCHEMES = ("redis", "rediss")
+# Our TLS settings -> the query parameters that kombu (the workers' broker connection) and
+# redis-py (heartbeats, attempts, the producer) both read from a rediss:// URL.
+TLS_URL_PARAMS = {"broker_tls_ca_file": "ssl_ca_certs", "broker_tls_cert_file": "ssl_certfile",
+                  "broker_tls_key_file": "ssl_keyfile"}
 
 
 @dataclass(frozen=True)
 class Settings:
+    # redis://[:password@]host:port/db, or rediss:// for TLS. After loading it also carries the TLS
+    # options below as query parameters, so every client that is handed this URL uses them.
     broker_url: str = defaults.DEFAULT_BROKER_URL
+    broker_tls_ca_file: str = ""  # PEM of the CA that signed Redis's certificate
+    broker_tls_cert_file: str = ""  # a client certificate, when Redis checks clients (tls-auth-clients yes)
+    broker_tls_key_file: str = ""
+    # The shared output store every host mounts at the same path. When set, a relative --out is
+    # placed under it, and workers refuse shard messages that would write anywhere else.
+    output_root: str = ""
+    # Compiled fixed-shape models (ONNX, VACC): a folder every compile worker and worker mounts.
+    artifact_store: str = defaults.DEFAULT_ARTIFACT_STORE
     task_time_limit_s: int = defaults.DEFAULT_TASK_TIME_LIMIT_S
     task_soft_time_limit_s: int = defaults.DEFAULT_TASK_SOFT_TIME_LIMIT_S
     visibility_timeout_s: int = defaults.DEFAULT_VISIBILITY_TIMEOUT_S
@@ -29,6 +51,57 @@ class Settings:
             raise ConfigError(f"{ENV_PREFIX}TASK_SOFT_TIME_LIMIT_S must be below {ENV_PREFIX}TASK_TIME_LIMIT_S")
         if self.max_attempts < 1:
             raise ConfigError(f"{ENV_PREFIX}MAX_ATTEMPTS must be >= 1")
+        object.__setattr__(self, "broker_url", broker_url_with_tls(self))
+
+    @property
+    def broker_uses_tls(self) -> bool:
+        return urlsplit(self.broker_url).scheme == "rediss"
+
+    def tls_options(self) -> dict:
+        """The ssl_* options of a rediss:// broker URL (empty for redis://), for Celery's broker_use_ssl."""
+        if not self.broker_uses_tls:
+            return {}
+        return {k: v for k, v in parse_qsl(urlsplit(self.broker_url).query) if k.startswith("ssl_")}
+
+    def output_location(self, out: str) -> str:
+        """Where an --out argument points: under output_root when it is relative; an error when it
+        is outside output_root (workers would refuse its shards)."""
+        if not self.output_root:
+            return out
+        path = Path(out) if Path(out).is_absolute() else Path(self.output_root) / out
+        if not self.output_allowed(str(path)):
+            raise ConfigError(f"output {out} is outside {ENV_PREFIX}OUTPUT_ROOT={self.output_root}; workers only "
+                              "write under it. Pass a path inside it (or a relative one)")
+        return str(path)
+
+    def output_allowed(self, out: str) -> bool:
+        if not self.output_root:
+            return True
+        root = os.path.realpath(self.output_root)
+        return os.path.realpath(out).startswith(root.rstrip(os.sep) + os.sep)
+
+
+def broker_url_with_tls(settings: Settings) -> str:
+    """The broker URL with the TLS settings folded in, and certificate checks on by default: kombu
+    alone would accept any certificate for a bare rediss:// URL. Idempotent."""
+    parts = urlsplit(settings.broker_url)
+    if parts.scheme not in BROKER_SCHEMES:
+        raise ConfigError(f"{ENV_PREFIX}BROKER_URL must start with redis:// or rediss:// (TLS), "
+                          f"not {parts.scheme or 'nothing'}://")
+    given = {name: getattr(settings, name) for name in TLS_URL_PARAMS if getattr(settings, name)}
+    if parts.scheme != "rediss":
+        if given:
+            names = ", ".join(ENV_PREFIX + n.upper() for n in given)
+            raise ConfigError(f"{names}: TLS options need a rediss:// broker URL, and {ENV_PREFIX}BROKER_URL "
+                              "starts with redis://")
+        return settings.broker_url
+    for name, path in given.items():
+        if not os.path.isfile(path):
+            raise ConfigError(f"{ENV_PREFIX}{name.upper()}={path}: no such file")
+    query = dict(parse_qsl(parts.query))
+    query.setdefault("ssl_cert_reqs", "required")
+    query.update({TLS_URL_PARAMS[name]: path for name, path in given.items()})
+    return urlunsplit(parts._replace(query=urlencode(query, safe="/")))
 
 
 def load_settings(environ: dict | None = None) -> Settings:
@@ -36,7 +109,7 @@ def load_settings(environ: dict | None = None) -> Settings:
     values = {}
     for f in fields(Settings):
         raw = env.get(ENV_PREFIX + f.name.upper())
-        if raw is None:
+        if raw is None or raw == "":  # docker compose passes an unset ${VAR:-} as ""
             continue
         try:
             values[f.name] = int(raw) if f.type in (int, "int") else raw

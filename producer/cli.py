@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from common import defaults, keys
+from common.broker import BrokerError
 from common.errors import Qwen3BatchError
 from common.io.store import OutputStore
 from common.jobstate import JobCheckError, finalize, read_state
@@ -58,8 +59,8 @@ def submit(
                    instruction=instruction, dim=dim, output_dtype=output_dtype, id_column=id_column,
                    text_column=text_column, query_column=query_column, document_column=document_column,
                    shard_rows=shard_rows)
-    store = OutputStore(out)
     settings = load_settings()
+    store = OutputStore(settings.output_location(out))
     client = None if local else broker.connect(settings)  # fail before the (long) planning scan
     plan = make_plan(inputs, spec, store, name)
     if local:
@@ -151,7 +152,7 @@ def exit_code(status: str) -> int:
 def optional_client():
     try:
         return broker.connect(load_settings())
-    except broker.BrokerUnavailableError:
+    except BrokerError:
         return None
 
 
@@ -217,11 +218,114 @@ def jobs():
 def workers():
     """Live workers: device, model, queue, current shard, throughput."""
     client = broker.connect(load_settings())
-    table = Table("worker", "device", "task", "dtype", "backend", "current shard", "rows/s", "tokens/s", "model")
+    table = Table("worker", "host", "device", "task", "dtype", "backend", "current shard", "rows done", "rows/s",
+                  "tokens/s", "model")
     for w in broker.live_workers(client):
-        table.add_row(w["name"], w["device"], w["task"], w["dtype"], w["backend"], w["current_shard"] or "-",
-                      str(w["rows_per_s"]), str(w["tokens_per_s"]), w["model"])
+        table.add_row(w["name"], w.get("host", "?"), w["device"], w["task"], w["dtype"], w["backend"],
+                      w["current_shard"] or "-", f"{w.get('rows_done', 0):,}", str(w["rows_per_s"]),
+                      str(w["tokens_per_s"]), w["model"])
     Console().print(table)
+
+
+@app.command("cluster-settings")
+def cluster_settings_command(
+    reset: bool = typer.Option(False, "--reset", help="forget the registered settings; the next worker to start "
+                                                      "registers its own"),
+    force: bool = typer.Option(False, "--force", help="reset even while workers are alive"),
+):
+    """The reliability settings registered for this cluster, next to this machine's (QWEN3B_* variables)."""
+    from common import cluster_settings
+
+    client = broker.connect(load_settings())
+    if reset:
+        alive = [w["name"] for w in broker.live_workers(client)]
+        if alive and not force:
+            raise Qwen3BatchError(f"{len(alive)} workers are alive ({', '.join(alive[:8])}): they keep their old "
+                                  "settings. Stop them first, or pass --force")
+        cleared = cluster_settings.reset(client)
+        console.print("cluster settings cleared; the next worker to start registers its own" if cleared
+                      else "no cluster settings were registered")
+        return
+    registered = cluster_settings.registered_settings(client)
+    mine = cluster_settings.shared_settings(load_settings())
+    if registered is None:
+        console.print("no cluster settings registered yet: the first worker to start registers its own")
+    else:
+        console.print(f"registered by {registered['registered_by']} at "
+                      f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(registered['registered_at']))}")
+    table = Table("setting", "cluster", "this machine")
+    for name in sorted(mine):
+        there = "-" if registered is None else str(registered["settings"].get(name, "(not set)"))
+        table.add_row(name, there, str(mine[name]))
+    Console().print(table)
+
+
+@app.command("compile")
+def compile_command(
+    model: str = typer.Option(..., help="checkpoint folder of Qwen3-Embedding / Qwen3-Reranker"),
+    backend: str = typer.Option("onnx", help="onnx | vacc"),
+    task: str = typer.Option("embed", help="embed | rerank"),
+    seqlens: str = typer.Option(",".join(map(str, defaults.DEFAULT_SEQLENS)),
+                                help="one artifact per length (multiples of 16)"),
+    batch: int = typer.Option(defaults.DEFAULT_COMPILE_BATCH, help="the compiled batch size"),
+    dtype: str = typer.Option("fp32", help="onnx: fp32 | fp16 | int8; vacc: fp16"),
+    local: bool = typer.Option(False, "--local", help="compile in this process, no broker"),
+    wait: bool = typer.Option(False, "--wait", help="follow the queued jobs until every artifact is done"),
+    device: str = typer.Option(defaults.DEFAULT_DEVICE, help="--local only: where artifacts are validated"),
+):
+    """Build fixed-shape artifacts (one per sequence length) on the compile queue, or here with --local.
+
+    Each artifact is validated against the fp32 torch engine before it is published to the artifact
+    store (QWEN3B_ARTIFACT_STORE); one that disagrees is not published and the job says why."""
+    from common.artifacts import ArtifactStore
+    from producer import compile as compiling
+
+    settings = load_settings()
+    store = ArtifactStore(settings.artifact_store)
+    requests = compiling.plan_compile(model_ref(model), backend, task, dtype, parse_seqlens(seqlens), batch)
+    console.print(f"compile job {requests[0].job}: {len(requests)} {backend} {dtype} artifacts of {model} "
+                  f"({task}, batch {batch}) into {store.root}")
+    if local:
+        results = compiling.run_local(requests, store, device,
+                                      lambda artifact, state, f: console.print(f"  {artifact}: {state}"))
+    else:
+        client = broker.connect(settings)
+        compiling.enqueue_compile(settings, client, requests)
+        console.print(f"enqueued on the {keys.COMPILE_QUEUE!r} queue; a compile worker runs them "
+                      f"(workers start --compile)")
+        if not wait:
+            return
+        results = follow_compile(client, store, requests)
+    console.print(compile_table(requests, results))
+    if any(r["state"] == "failed" for r in results.values()):
+        raise typer.Exit(1)
+
+
+def follow_compile(client, store, requests) -> dict:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from producer import compile as compiling
+
+    with Progress(TextColumn("[bold]compile"), BarColumn(bar_width=20), MofNCompleteColumn(),
+                  TextColumn("{task.fields[now]}"), TimeElapsedColumn(), console=console) as bar:
+        task = bar.add_task("compile", total=len(requests), now="")
+
+        def update(finished: dict, running: dict) -> None:
+            now = ", ".join(f"{a.rsplit('.', 1)[-1]} {s['state']}" for a, s in running.items())
+            bar.update(task, completed=len(finished), now=now)
+
+        return compiling.wait_compile(client, store, requests, update)
+
+
+def compile_table(requests, results: dict) -> Table:
+    table = Table("artifact", "state", "validation", "seconds", "note")
+    for request in requests:
+        r = results.get(request.key.artifact_id, {"state": "?"})
+        v = r.get("validation") or {}
+        shown = f"{v['metric']} {v['worst']:.6g} (bound {v['bound']})" if v else "-"
+        table.add_row(request.key.artifact_id, r["state"], shown, str(r.get("seconds", "-")),
+                      r.get("reason") or r.get("note") or "")
+    return table
 
 
 def main():

@@ -8,6 +8,7 @@ import redis
 from kombu.exceptions import OperationalError
 
 from common import defaults, faults, keys
+from common.broker import BrokerUnreachableError, check_broker, redact_url, redis_client
 from common.celery_app import make_app, make_queue
 from common.errors import Qwen3BatchError
 from common.io.store import OutputStore
@@ -16,28 +17,14 @@ from common.schemas import Plan, ShardMessage
 from common.settings import Settings
 
 
-class BrokerUnavailableError(Qwen3BatchError):
-    pass
-
-
 def connect(settings: Settings) -> redis.Redis:
-    client = redis.Redis.from_url(settings.broker_url, socket_connect_timeout=3, socket_timeout=10)
+    """A checked connection; the errors say what to fix (see common.broker), plus --local."""
+    client = redis_client(settings)
     try:
-        client.ping()
-    except redis.RedisError as exc:
-        raise BrokerUnavailableError(
-            f"no broker answers at {redact(settings.broker_url)} ({exc}). Start Redis (see README), set "
-            "QWEN3B_BROKER_URL, or run the job in-process with --local") from exc
+        check_broker(client, settings)
+    except BrokerUnreachableError as exc:
+        raise BrokerUnreachableError(f"{exc}, or run the job in-process with --local") from exc
     return client
-
-
-def redact(url: str) -> str:
-    """A broker URL without its password, for messages and logs."""
-    if "@" not in url or "://" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    creds, host = rest.rsplit("@", 1)
-    return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}" if ":" in creds else f"{scheme}://***@{host}"
 
 
 def pending_shards(store: OutputStore, plan: Plan) -> list[str]:
@@ -71,7 +58,7 @@ def enqueue(settings: Settings, client: redis.Redis, store: OutputStore, plan: P
                 sent += 1
                 on_progress(sent)
     except OperationalError as exc:
-        raise BrokerUnavailableError(f"publishing to {redact(settings.broker_url)} failed after {sent} of "
+        raise BrokerUnreachableError(f"publishing to {redact_url(settings.broker_url)} failed after {sent} of "
                                      f"{len(shard_ids)} shards ({exc}); run `producer resume {plan.job_id}` once "
                                      "the broker is back") from exc
     return sent

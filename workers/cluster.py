@@ -137,6 +137,30 @@ def start_worker(broker_url: str, model: str, name: str, logdir: Path, task: str
     return Worker(name, process, log_path)
 
 
+def start_compile_worker(broker_url: str, name: str, logdir: Path, env: dict | None = None,
+                         pool: str = "prefork") -> Worker:
+    """`workers start --compile`: consumes the compile queue; artifacts go to QWEN3B_ARTIFACT_STORE."""
+    logdir.mkdir(parents=True, exist_ok=True)
+    log_path = logdir / f"worker-{name}.log"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "workers", "start", "--compile", "--name", name, "--pool", pool],
+        env=base_env(broker_url, env), stdout=open(log_path, "ab"), stderr=subprocess.STDOUT,
+        cwd=REPO_ROOT, start_new_session=True)
+    return Worker(name, process, log_path)
+
+
+def start_cli(args: list[str], name: str, broker_url: str, logdir: Path, env: dict | None = None,
+              launcher: tuple[str, ...] = ()) -> Worker:
+    """Any command line of ours (["workers", "start", ...], as docker-compose.yml writes it) as a
+    process of this checkout; `launcher` runs it elsewhere, e.g. ("ip", "netns", "exec", "host1")."""
+    logdir.mkdir(parents=True, exist_ok=True)
+    log_path = logdir / f"worker-{name}.log"
+    process = subprocess.Popen(
+        [*launcher, sys.executable, "-m", *args], env=base_env(broker_url, env), stdout=open(log_path, "ab"),
+        stderr=subprocess.STDOUT, cwd=REPO_ROOT, start_new_session=True)
+    return Worker(name, process, log_path)
+
+
 def wait_for_workers(client: redis.Redis, workers: list[Worker], timeout_s: float = 120) -> None:
     """Until every worker has loaded its model and published a heartbeat."""
     deadline = time.monotonic() + timeout_s

@@ -55,6 +55,11 @@ class WorkerContext:
 
 def handle_message(ctx: WorkerContext, body: dict) -> str:
     message = ShardMessage.model_validate(body)
+    if not ctx.settings.output_allowed(message.output):
+        # Whoever can write to Redis must not make a worker write elsewhere; the message is dropped.
+        log.error("refused shard %s of %s: its output %s is outside QWEN3B_OUTPUT_ROOT=%s", message.shard_id,
+                  message.job_id, message.output, ctx.settings.output_root)
+        return "refused"
     store, plan = ctx.plan_for(message)
     if ctx.redis.exists(keys.job_cancelled(message.job_id)) or store.is_cancelled():
         return "cancelled"

@@ -8,11 +8,10 @@ import redis
 from celery import Celery, signals
 
 from common import keys
-from common.settings import load_settings
+from common.settings import WORKER_SPEC_ENV, load_settings
 from workers.runner import RetryShard, WorkerContext, handle_message, start_heartbeat
 
 log = logging.getLogger(__name__)
-WORKER_SPEC_ENV = "QWEN3B_WORKER_SPEC"  # set by `workers start`, read in the pool child
 _context: WorkerContext | None = None
 
 
@@ -67,3 +66,47 @@ def warm_up(engine) -> None:
         vectors = engine.rerank(["warm up"], ["warm up"]).scores
         schema = output.result_schema("rerank", "int64", 0, "float32")
     output.result_table(schema, [0], vectors, np.ones(1, np.int32), np.zeros(1, bool))
+
+
+# --- the compile queue ------------------------------------------------------------------------------
+def register_compile_task(app: Celery) -> None:
+    app.task(name=keys.TASK_COMPILE, bind=True, acks_late=True)(run_compile_task)
+    signals.worker_process_init.connect(start_compile_child, weak=False)
+
+
+def run_compile_task(self, **message):
+    from common.artifacts import ArtifactStore
+    from common.compile_status import write_status
+    from common.schemas import CompileRequest
+    from workers.compile.job import run_compile
+
+    ctx = compile_context()
+    request = CompileRequest.model_validate(message)
+    artifact_id = request.key.artifact_id
+
+    def report(state: str, **fields) -> None:
+        write_status(ctx.redis, artifact_id, request.job, state, **fields)
+        log.info("compile %s: %s %s", artifact_id, state, fields.get("reason", ""))
+
+    ctx.current_shard = artifact_id
+    try:
+        return run_compile(request, ArtifactStore(ctx.settings.artifact_store), report,
+                           validate_device=ctx.description["device"])["state"]
+    finally:
+        ctx.current_shard = None
+
+
+def compile_context() -> WorkerContext:
+    if _context is None:
+        start_compile_child()
+    return _context
+
+
+def start_compile_child(**_):
+    """A compile worker loads no model up front (each job names its own); it beats like any worker."""
+    global _context
+    described = json.loads(os.environ[WORKER_SPEC_ENV])
+    settings = load_settings()
+    _context = WorkerContext(name=described["name"], engine=None, settings=settings,
+                             redis=redis.Redis.from_url(settings.broker_url), description=described["public"])
+    start_heartbeat(_context)

@@ -71,7 +71,8 @@ FIXED_SEQLEN = 512
 BASELINE_BATCH_SIZE = 4
 MIX = {"short": 0.70, "medium": 0.20, "long": 0.10}  # 1 sentence, 3-8 sentences, up to ~512 tokens
 MEDIUM_SENTENCES = (3, 8)
-GOALS = {"embed_vs_st": 1.0, "bucketed_vs_fixed512": 5.0, "rerank_vs_model_card": 1.3, "peak_fraction_128plus": 0.70}
+GOALS = {"embed_vs_st": 1.0, "bucketed_vs_fixed512": 5.0, "rerank_vs_model_card": 1.3, "peak_fraction_128plus": 0.70,
+         "onnx_int8_vs_st": 1.5, "onnx_fp32_vs_st": 0.0}  # fp32: no goal, shown for comparison
 # (M tokens, K, N) of the model's biggest GEMMs: FFN up/gate and FFN down (M = a CPU forward pass)
 PEAK_SHAPES = ((2048, 1024, 3072), (2048, 3072, 1024))
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
@@ -179,8 +180,8 @@ class GemmRun:
         torch.manual_seed(0)
         self.kind, (self.m, self.k, self.n), self.n_weights = kind, shape, n_weights
         dtype = getattr(torch, DTYPES[dtype_name])
-        x = torch.randn(self.m, self.k)
-        weights = [torch.randn(self.n, self.k) for _ in range(n_weights)]
+        x = torch.randn(self.m, self.k, device=DEVICE["name"])
+        weights = [torch.randn(self.n, self.k, device=DEVICE["name"]) for _ in range(n_weights)]
         if kind == "fp32":
             self.calls = [lambda w=w: F.linear(x, w) for w in weights]
         elif kind.endswith("stock_kernel"):  # torch's own half-precision GEMM
@@ -196,9 +197,11 @@ class GemmRun:
         import torch
 
         with torch.inference_mode():
+            synchronize()
             start = time.perf_counter()
             for call in self.calls:
                 call()
+            synchronize()
             rate = 2.0 * self.m * self.k * self.n * len(self.calls) / (time.perf_counter() - start)
         self.samples.append(rate)
         return rate
@@ -210,7 +213,21 @@ class GemmRun:
 def peak_kinds(dtype_name: str) -> list[str]:
     if dtype_name == "fp32":
         return ["fp32"]
+    if DEVICE["name"] != "cpu":  # GPUs have half-precision units: only the stock kernel is the engine's
+        return [f"{dtype_name}_stock_kernel", "fp32"]
     return [f"{dtype_name}_stock_kernel", f"{dtype_name}_via_fp32_units", "fp32"]
+
+
+# Where the benchmark runs (--device): cpu, or cuda:N for scripts/gpu-bench.sh.
+DEVICE = {"name": "cpu"}
+
+
+def synchronize() -> None:
+    """Wait for queued GPU work, so wall-clock timings cover it (a no-op on a CPU)."""
+    if DEVICE["name"] != "cpu":
+        import torch
+
+        torch.cuda.synchronize()
 
 
 def measure_peaks(dtype_name: str, reps: int, kinds: list[str]) -> dict:
@@ -392,13 +409,15 @@ class ModelCardReranker:
     longest row in the batch, log-softmax over [no, yes]. Pairs are length-sorted before batching
     (the card does not sort; sorting only credits it with less padding)."""
 
-    def __init__(self, folder: str, dtype, max_length: int):
+    def __init__(self, folder: str, dtype, max_length: int, device: str = "cpu"):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.torch = torch
         self.tokenizer = AutoTokenizer.from_pretrained(folder, padding_side="left")
         self.model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, attn_implementation="sdpa").eval()
+        self.device = device
+        self.model.to(device)
         self.token_false_id = self.tokenizer.convert_tokens_to_ids("no")
         self.token_true_id = self.tokenizer.convert_tokens_to_ids("yes")
         self.max_length = max_length
@@ -416,11 +435,12 @@ class ModelCardReranker:
         scores = np.zeros(len(ids), dtype=np.float32)
         for start in range(0, len(order), batch_size):
             rows = order[start:start + batch_size]
-            inputs = self.tokenizer.pad({"input_ids": [ids[r] for r in rows]}, padding="longest", return_tensors="pt")
+            inputs = self.tokenizer.pad({"input_ids": [ids[r] for r in rows]}, padding="longest",
+                                        return_tensors="pt").to(self.device)
             with torch.inference_mode():
                 logits = self.model(**inputs).logits[:, -1, :]
             pair = torch.stack([logits[:, self.token_false_id], logits[:, self.token_true_id]], dim=1)
-            scores[rows] = torch.nn.functional.log_softmax(pair.float(), dim=1)[:, 1].exp().numpy()
+            scores[rows] = torch.nn.functional.log_softmax(pair.float(), dim=1)[:, 1].exp().cpu().numpy()
         return scores, np.array([len(x) for x in ids])
 
 
@@ -467,15 +487,15 @@ def run(args) -> dict:
     # --- 1. embedding: ours vs sentence-transformers ---------------------------------------------
     with phase("load our embedding engine (buckets 64/128/256/512) and sentence-transformers"):
         ours = create_engine(EngineSpec(model=embed_dir, task="embed", dtype=args.dtype, seqlens=SEQLENS,
-                                        pad_to_bucket=False))
+                                        pad_to_bucket=False, device=args.device))
         from sentence_transformers import SentenceTransformer
 
-        st = SentenceTransformer(embed_dir, device="cpu", model_kwargs={"dtype": torch_dtype})
+        st = SentenceTransformer(embed_dir, device=args.device, model_kwargs={"dtype": torch_dtype})
         st.max_seq_length = SEQLENS[-1]  # truncates where our largest bucket does
         set_threads(threads)
         say(f"   our engine: dtype {ours.dtype}, linear layers through the fp32 units: "
             f"{getattr(ours, 'half_matmul_via_fp32', False)}; sentence-transformers dtype {next(st.parameters()).dtype}")
-    probe = gemm_probe(args.dtype, engine_peak_kind(ours, args.dtype))
+    probe = gemm_probe(args.dtype, engine_peak_kind(ours, args.dtype)) if args.device == "cpu" else None
     timer, st_shapes = BatchTimer(ours, "forward_embed", probe), ShapeRecorder(st[0])
     warm = sorted(texts, key=len)[:2]
     with phase("warm-up (two short texts each)"):
@@ -519,7 +539,7 @@ def run(args) -> dict:
     # --- 2. bucketed vs one fixed 512 shape -----------------------------------------------------
     with phase(f"load the fixed-shape engine (seqlens=({FIXED_SEQLEN},), pad_to_bucket=True)"):
         fixed = create_engine(EngineSpec(model=embed_dir, task="embed", dtype=args.dtype, seqlens=(FIXED_SEQLEN,),
-                                         pad_to_bucket=True))
+                                         pad_to_bucket=True, device=args.device))
         set_threads(threads)
     fixed_timer = BatchTimer(fixed, "forward_embed", probe)
     with phase("warm-up (one short text)"):
@@ -544,12 +564,13 @@ def run(args) -> dict:
 
     with phase(f"matmul peaks again ({', '.join(peak_kinds(args.dtype)[1:] or ['fp32'])}), the best of both is used"):
         peaks_end = measure_peaks(args.dtype, args.peak_reps, peak_kinds(args.dtype)[1:] or ["fp32"])
-    result["peaks"] = combine_peaks(args.dtype, [peaks_start, peaks_end], [probe])
+    result["peaks"] = combine_peaks(args.dtype, [peaks_start, peaks_end], [probe] if probe else [])
 
     # --- 3. reranker: ours vs the model card ------------------------------------------------------
     with phase("load our reranker engine and the model-card AutoModelForCausalLM"):
-        rr = create_engine(EngineSpec(model=rerank_dir, task="rerank", dtype=args.dtype, seqlens=SEQLENS))
-        card = ModelCardReranker(rerank_dir, torch_dtype, SEQLENS[-1])
+        rr = create_engine(EngineSpec(model=rerank_dir, task="rerank", dtype=args.dtype, seqlens=SEQLENS,
+                                      device=args.device))
+        card = ModelCardReranker(rerank_dir, torch_dtype, SEQLENS[-1], args.device)
         set_threads(threads)
     rr_timer, card_shapes = BatchTimer(rr, "forward_rerank"), ShapeRecorder(card.model)
     queries, documents = [q for q, _ in rpairs], [d for _, d in rpairs]
@@ -580,8 +601,85 @@ def run(args) -> dict:
     del rr, card
     gc.collect()
 
+    # --- 5. compiled: ONNX Runtime fp32 and int8 artifacts on the same texts ----------------------
+    if args.onnx:
+        result["onnx"] = run_onnx(args, embed_dir, texts, real_tokens, ours_out.vectors, threads)
     result["goals"] = goals(result)
     return result
+
+
+ONNX_DTYPES = ("fp32", "int8")
+
+
+def run_onnx(args, embed_dir: str, texts: list[str], real_tokens: int, torch_vectors, threads: int) -> dict:
+    """The embedding mix through ONNX Runtime artifacts compiled for SEQLENS at one batch size:
+    real tokens/s and agreement (int8 vs fp32 artifacts, each vs our torch engine of this run)."""
+    from common.artifacts import ArtifactStore
+    from common.model_identity import model_ref
+    from common.schemas import ArtifactKey, CompileRequest
+    from workers.compile.job import run_compile
+    from workers.engines.base import EngineSpec
+    from workers.engines.fixed_shape import find_artifacts
+    from workers.engines.registry import create_engine_from_artifacts
+
+    store, ref = ArtifactStore(resolve(args.artifacts)), model_ref(embed_dir)
+    out: dict = {"batch": args.onnx_batch, "seqlens": list(SEQLENS), "store": str(store.root), "compile": {}}
+    for dtype in ONNX_DTYPES:
+        with phase(f"ONNX {dtype} artifacts for {list(SEQLENS)} at batch {args.onnx_batch} (compiled once, cached)"):
+            for seqlen in SEQLENS:
+                key = ArtifactKey(model_identity=ref.identity, model_tag=ref.tag, backend="onnx", task="embed",
+                                  dtype=dtype, batch=args.onnx_batch, seqlen=seqlen)
+                done = run_compile(CompileRequest(job="engine-bench", model=ref, key=key), store)
+                if done["state"] == "failed":
+                    raise SystemExit(f"compiling {key.artifact_id} failed: {done['reason']}")
+                manifest = store.manifest(key)
+                out["compile"][key.artifact_id] = {"state": done["state"], "compile_seconds": manifest.compile_seconds,
+                                                   "validation": manifest.validation.model_dump()}
+                say(f"   {key.artifact_id}: {done['state']}, validation {manifest.validation.metric} "
+                    f"{manifest.validation.worst:.6f}")
+    vectors = {}
+    for dtype in ONNX_DTYPES:
+        spec = EngineSpec(model=embed_dir, task="embed", backend="onnx", dtype=dtype, seqlens=SEQLENS)
+        with phase(f"load the ONNX Runtime {dtype} engine ({len(SEQLENS)} sessions, {threads} threads)"):
+            found = find_artifacts(spec, store)
+            engine = create_engine_from_artifacts(spec, {m.key.seqlen: path for m, path in found}, args.onnx_batch)
+            padded = count_fixed_calls(engine)
+            engine.embed(sorted(texts, key=len)[:2])  # warm-up
+            padded.clear()
+        runs = []
+        for rep in range(args.repeats):
+            got, run_ = timed(f"embed {rep + 1}/{args.repeats}: ONNX Runtime {dtype}, {len(texts)} texts",
+                              lambda: engine.embed(texts), threads)
+            runs.append(run_ | {"padded_tokens": sum(padded)})
+            padded.clear()
+        vectors[dtype] = got.vectors
+        out[dtype] = {"runs": runs, "tokens_per_s": real_tokens / best(runs)["wall"],
+                      "padded_tokens": best(runs)["padded_tokens"],
+                      "errors": sum(e is not None for e in got.errors)}
+        del engine
+        gc.collect()
+    pairs = {"int8_vs_fp32_artifact": ("int8", None), "fp32_artifact_vs_torch": ("fp32", "torch"),
+             "int8_vs_torch": ("int8", "torch")}
+    for name, (a, b) in pairs.items():
+        cos = cosines(vectors[a], torch_vectors if b == "torch" else vectors["fp32"])
+        out[name] = {"worst_cosine": float(cos.min()), "mean_cosine": float(cos.mean())}
+    out["torch_dtype"] = args.dtype
+    say(f"   worst cosine int8 vs fp32 artifact {out['int8_vs_fp32_artifact']['worst_cosine']:.6f}; fp32 artifact vs "
+        f"our torch {args.dtype} engine {out['fp32_artifact_vs_torch']['worst_cosine']:.6f}")
+    return out
+
+
+def count_fixed_calls(engine) -> list[int]:
+    """Padded tokens of every compiled call the engine makes (its fixed [batch, seqlen] shapes)."""
+    calls: list[int] = []
+    original = engine.run_fixed
+
+    def counted(input_ids, lengths):
+        calls.append(int(input_ids.size))
+        return original(input_ids, lengths)
+
+    engine.run_fixed = counted
+    return calls
 
 
 def cosines(a, b) -> np.ndarray:
@@ -615,6 +713,11 @@ def goals(r: dict) -> dict:
     cpu = {"embed_vs_st": (e["real_tokens"], best(e["ours_runs"])["cpu"], best(e["st_runs"])["cpu"]),
            "bucketed_vs_fixed512": (e["real_tokens"], best(e["ours_runs"])["cpu"], best(f["runs"])["cpu"]),
            "rerank_vs_model_card": (rr["real_tokens"], best(rr["ours_runs"])["cpu"], best(rr["card_runs"])["cpu"])}
+    if "onnx" in r:
+        for dtype in ONNX_DTYPES:
+            out[f"onnx_{dtype}_vs_st"] = {"ours": r["onnx"][dtype]["tokens_per_s"], "baseline": e["st_tokens_per_s"]}
+            cpu[f"onnx_{dtype}_vs_st"] = (e["real_tokens"], best(r["onnx"][dtype]["runs"])["cpu"],
+                                          best(e["st_runs"])["cpu"])
     for name, (_, ours_cpu, base_cpu) in cpu.items():
         out[name]["ratio_per_cpu_second"] = base_cpu / ours_cpu
     for name, g in out.items():
@@ -640,7 +743,8 @@ def environment(threads: int) -> dict:
             "avx512_bf16": " avx512_bf16 " in flags, "amx_tile": " amx_tile " in flags,
             "avx512_vnni": " avx512_vnni " in flags, "torch": torch.__version__,
             "transformers": transformers.__version__, "sentence_transformers": sentence_transformers.__version__,
-            "python": platform.python_version()}
+            "python": platform.python_version(), "device": DEVICE["name"],
+            "gpu": torch.cuda.get_device_name(DEVICE["name"]) if DEVICE["name"].startswith("cuda") else None}
 
 
 # --- report ----------------------------------------------------------------------------------------
@@ -658,6 +762,7 @@ def report(r: dict) -> str:
         "",
         f"RANDOM WEIGHTS: Qwen3-0.6B shape ({s['layers']} layers, hidden {s['hidden']}, attention {s['attn_dim']}, "
         f"ffn {s['ffn']}, {s['matmul_params'] / 1e6:.1f}M matmul weights); cost is the real model's, outputs are meaningless",
+        (f"GPU: {env['gpu']} ({env['device']}); " if env.get("gpu") else "") +
         f"CPU: {env['cpu']}, {env['threads']} threads, avx512_bf16={env['avx512_bf16']} amx={env['amx_tile']}; "
         f"dtype {dt}; torch {env['torch']}, transformers {env['transformers']}, "
         f"sentence-transformers {env['sentence_transformers']}",
@@ -677,6 +782,9 @@ def report(r: dict) -> str:
         "rerank_vs_model_card": f"3. rerank: our reranker vs model-card CausalLM (full logits, left pad, batch {bs})",
         "peak_fraction_128plus": f"4. engine GFLOP/s at 128+ buckets vs {dt} matmul peak ({peak['peak_kind']})",
         "peak_fraction_full_512_batches": "4b. the same on full 32 x 512 batches (the fixed-512 run)",
+        "onnx_fp32_vs_st": f"5. embed: ONNX Runtime fp32 artifacts (batch {r.get('onnx', {}).get('batch')}) vs "
+                           f"sentence-transformers {dt}",
+        "onnx_int8_vs_st": f"5b. embed: ONNX Runtime int8 artifacts vs sentence-transformers {dt}",
     }
     for key, label in labels.items():
         if key not in g:
@@ -688,8 +796,8 @@ def report(r: dict) -> str:
                      f"{local * 100:.0f}% (local peak)" if local else "-", f">= {x['goal'] * 100:.0f}%"]
         else:
             cells = [f"{x['ours']:.1f} tok/s", f"{x['baseline']:.1f} tok/s", f"{x['ratio']:.2f}x",
-                     f"{x['ratio_per_cpu_second']:.2f}x (per CPU-s)", f">= {x['goal']:.1f}x"]
-        rows.append([label] + cells + ["MET" if x["met"] else "MISSED"])
+                     f"{x['ratio_per_cpu_second']:.2f}x (per CPU-s)", f">= {x['goal']:.1f}x" if x["goal"] else "-"]
+        rows.append([label] + cells + [("MET" if x["met"] else "MISSED") if x["goal"] else ""])
     out.append(table(["comparison (RANDOM WEIGHTS)", "ours", "baseline", "ratio", "noise check", "goal", ""], rows))
     out.append("   ratio = wall-clock figures, judged against the goal; noise check: the same per CPU-second of the "
                "process (1-3), or against the GEMM rate sampled right before and after each batch (4)")
@@ -727,8 +835,17 @@ def report(r: dict) -> str:
         "Wall seconds (CPU% of the threads): " + "; ".join(
             f"{name} {runs_text(runs)}" for name, runs in (
                 ("ours", e["ours_runs"]), ("ST", e["st_runs"]), ("fixed-512", f["runs"]),
-                ("rerank ours", rr["ours_runs"]), ("model card", rr["card_runs"]))),
+                ("rerank ours", rr["ours_runs"]), ("model card", rr["card_runs"]))
+                + tuple((f"onnx {d}", r["onnx"][d]["runs"]) for d in ONNX_DTYPES if "onnx" in r)),
     ]
+    if "onnx" in r:
+        o = r["onnx"]
+        out.append(
+            f"ONNX Runtime (fixed [{o['batch']}, seqlen] artifacts at {o['seqlens']}; padded tokens fp32 "
+            f"{o['fp32']['padded_tokens']}, int8 {o['int8']['padded_tokens']}): worst cosine int8 vs fp32 artifact "
+            f"{o['int8_vs_fp32_artifact']['worst_cosine']:.6f} (mean {o['int8_vs_fp32_artifact']['mean_cosine']:.6f}); "
+            f"fp32 artifact vs our torch {o['torch_dtype']} engine {o['fp32_artifact_vs_torch']['worst_cosine']:.6f}; "
+            f"int8 vs torch {o['torch_dtype']} {o['int8_vs_torch']['worst_cosine']:.6f}")
     return "\n".join(out)
 
 
@@ -757,12 +874,21 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--peak-reps", type=int, default=None, help="timed GEMMs per shape for the peak (default 3)")
     p.add_argument("--quick", action="store_true", help="a small smoke run")
+    p.add_argument("--device", default="cpu", help="cpu, or cuda:N (scripts/gpu-bench.sh)")
+    p.add_argument("--onnx", action=argparse.BooleanOptionalAction, default=None,
+                   help="add the ONNX Runtime fp32 and int8 rows (default: on a CPU); the first run compiles the "
+                        "artifacts into --artifacts (minutes), later runs reuse them")
+    p.add_argument("--artifacts", default=".cache/artifacts", help="artifact store of the ONNX rows")
+    p.add_argument("--onnx-batch", type=int, default=8, help="the compiled batch size of the ONNX rows")
     args = p.parse_args(argv)
     defaults = {"n_texts": 8, "rerank_pairs": 4, "repeats": 1, "peak_reps": 2} if args.quick else \
         {"n_texts": 32, "rerank_pairs": 16, "repeats": 1, "peak_reps": 3}
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    if args.onnx is None:
+        args.onnx = args.device == "cpu" and not args.quick
+    DEVICE["name"] = args.device
     if args.n_texts < 3 or args.rerank_pairs < 2 or args.repeats < 1 or args.baseline_batch_size < 1:
         p.error("--n-texts must be >= 3, --rerank-pairs >= 2, --repeats >= 1, --baseline-batch-size >= 1")
     return args

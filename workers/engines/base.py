@@ -40,8 +40,10 @@ class EngineSpec:
     def __post_init__(self):
         if self.task not in ("embed", "rerank"):
             raise ConfigError(f"task must be 'embed' or 'rerank', got {self.task!r}")
-        if self.dtype not in ("fp32", "bf16", "fp16"):
-            raise ConfigError(f"dtype must be fp32, bf16 or fp16, got {self.dtype!r}")
+        if self.dtype not in ("fp32", "bf16", "fp16", "int8"):
+            raise ConfigError(f"dtype must be fp32, bf16, fp16 or int8, got {self.dtype!r}")
+        if self.dtype == "int8" and self.backend != "onnx":
+            raise ConfigError("int8 is a compiled dtype: use --backend onnx (after producer compile --dtype int8)")
         if self.padding_side not in ("left", "right"):
             raise ConfigError(f"padding_side must be 'left' or 'right', got {self.padding_side!r}")
         object.__setattr__(self, "seqlens", batching.validate_seqlens(self.seqlens))

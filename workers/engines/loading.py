@@ -1,5 +1,6 @@
 """Loading real Qwen3 checkpoints from a local folder or a Hugging Face hub id."""
 
+import functools
 from pathlib import Path
 
 from common.errors import ModelLoadError
@@ -25,7 +26,7 @@ def resolve_source(model: str) -> tuple[str, bool]:
 def load_pretrained(model: str, task: str, dtype: str, revision: str | None = None):
     """(tokenizer, model) for Qwen3-Embedding (Qwen3Model) or Qwen3-Reranker (Qwen3ForCausalLM)."""
     import torch
-    from transformers import AutoConfig, AutoTokenizer, Qwen3ForCausalLM, Qwen3Model
+    from transformers import AutoConfig, Qwen3ForCausalLM, Qwen3Model
 
     source, local = resolve_source(model)
     try:
@@ -42,9 +43,47 @@ def load_pretrained(model: str, task: str, dtype: str, revision: str | None = No
         raise ModelLoadError(f"{source} is a {config.model_type!r} model; this tool runs Qwen3-Embedding and Qwen3-Reranker")
     cls = Qwen3Model if task == "embed" else Qwen3ForCausalLM
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, revision=revision)
+        tokenizer = load_tokenizer(source, revision)
         net = cls.from_pretrained(source, revision=revision, dtype=getattr(torch, TORCH_DTYPES[dtype]),
                                   attn_implementation="sdpa")
     except OSError as exc:
         raise ModelLoadError(f"could not load the {task} model from {source}: {exc}") from exc
     return tokenizer, net.eval(), (local and is_random_weights(source))
+
+
+def load_tokenizer_and_config(model: str, revision: str | None = None):
+    """(tokenizer, config, random_weights) without the weights: what a compiled backend needs
+    beside its artifact (the artifact holds the network, the checkpoint folder the tokenizer)."""
+    from transformers import AutoConfig
+
+    source, local = resolve_source(model)
+    try:
+        config = AutoConfig.from_pretrained(source, revision=revision)
+        tokenizer = load_tokenizer(source, revision)
+    except OSError as exc:
+        raise ModelLoadError(f"could not read the tokenizer and config of {source}: {exc}") from exc
+    if config.model_type != "qwen3":
+        raise ModelLoadError(f"{source} is a {config.model_type!r} model; this tool runs Qwen3-Embedding and Qwen3-Reranker")
+    return tokenizer, config, (local and is_random_weights(source))
+
+
+def load_tokenizer(source: str, revision: str | None = None):
+    """The checkpoint's tokenizer, loaded once per process: building the 151k-token BPE costs
+    seconds, and a compile job or a benchmark builds several engines on one checkpoint. The
+    engines only call it; none changes its settings. Keyed by the files' mtimes, so a folder
+    rewritten in place is read again."""
+    return _cached_tokenizer(source, revision, _tokenizer_stamp(source))
+
+
+def _tokenizer_stamp(source: str) -> tuple:
+    folder = Path(source)
+    if not folder.is_dir():
+        return ()
+    return tuple((p.name, p.stat().st_mtime_ns) for p in sorted(folder.glob("tokenizer*")))
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_tokenizer(source: str, revision: str | None, stamp: tuple):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(source, revision=revision)

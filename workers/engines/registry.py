@@ -14,13 +14,35 @@ def _simulated():
     return SimulatedEngine
 
 
+def _onnx():
+    from workers.engines.onnx_engine import OnnxEngine
+    return OnnxEngine
+
+
+def _vacc():
+    from workers.engines.vacc_engine import VaccEngine
+    return VaccEngine
+
+
 # Imported lazily: a worker loads only the runtime of the backend it serves.
-BACKENDS = {"torch": _torch, "simulated": _simulated}
+BACKENDS = {"torch": _torch, "onnx": _onnx, "vacc": _vacc, "simulated": _simulated}
+COMPILED_BACKENDS = ("onnx", "vacc")  # served from artifacts of the compile queue
+
+
+def engine_class(backend: str):
+    try:
+        return BACKENDS[backend]()
+    except KeyError:
+        raise ConfigError(f"unknown backend {backend!r}; available: {', '.join(sorted(BACKENDS))}") from None
 
 
 def create_engine(spec: EngineSpec) -> Engine:
-    try:
-        factory = BACKENDS[spec.backend]
-    except KeyError:
-        raise ConfigError(f"unknown backend {spec.backend!r}; available: {', '.join(sorted(BACKENDS))}") from None
-    return factory()(spec)
+    return engine_class(spec.backend)(spec)
+
+
+def create_engine_from_artifacts(spec: EngineSpec, artifacts: dict, batch: int) -> Engine:
+    """A compiled backend's engine on given artifact files ({seqlen: entry}), not the store's:
+    how a staged artifact is validated before it is published."""
+    if spec.backend not in COMPILED_BACKENDS:
+        raise ConfigError(f"{spec.backend} is not a compiled backend")
+    return engine_class(spec.backend)(spec, artifacts=artifacts, batch=batch)

@@ -1,0 +1,108 @@
+"""The artifact store: compiled fixed-shape models, one folder per ArtifactKey.
+
+    <root>/<model tag>/<backend>/<task>/<dtype>/b<batch>-s<seqlen>/manifest.json + files
+
+An artifact is built in <root>/.staging/<random>/ and published by renaming that folder to its
+final name: rename(2) of a directory onto a name that does not exist is atomic, and fails when
+another job has published the same key first. Readers therefore see a whole artifact or none,
+and two compile jobs for one key leave exactly one artifact (the first to finish wins). The
+manifest is written inside the staged folder before the rename, so a published folder always
+has one. Like the output store this needs a POSIX filesystem every worker mounts.
+"""
+
+import contextlib
+import errno
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from common.errors import ConfigError
+from common.schemas import ArtifactKey, ArtifactManifest, ModelRef
+
+MANIFEST = "manifest.json"
+STAGING = ".staging"
+
+
+class ArtifactStore:
+    def __init__(self, root: str | os.PathLike):
+        if str(root).startswith(("s3://", "gs://", "az://")):
+            raise ConfigError(f"artifact store {root}: object stores are not supported yet; use a shared POSIX folder")
+        self.root = Path(root).expanduser()
+
+    def folder(self, key: ArtifactKey) -> Path:
+        return self.root / key.relative_dir
+
+    def manifest(self, key: ArtifactKey) -> ArtifactManifest | None:
+        """The published artifact's manifest, or None. A folder whose manifest names another model
+        (same tag, different hash) is not this artifact."""
+        found = read_manifest(self.folder(key) / MANIFEST)
+        return found if found is not None and found.key == key else None
+
+    def find(self, model: ModelRef, backend: str, task: str, dtype: str) -> list[ArtifactManifest]:
+        """Every published artifact of this model, backend, task and dtype, by ascending seqlen."""
+        base = self.root / model.tag / backend / task / dtype
+        found = [read_manifest(p / MANIFEST) for p in sorted(base.glob("b*-s*"))] if base.is_dir() else []
+        mine = [m for m in found if m is not None and m.key.model_identity == model.identity]
+        return sorted(mine, key=lambda m: (m.key.seqlen, m.key.batch))
+
+    @contextlib.contextmanager
+    def staging(self) -> Iterator[Path]:
+        """A fresh folder on the store's filesystem; removed on exit unless it was published."""
+        folder = self.root / STAGING / uuid.uuid4().hex
+        folder.mkdir(parents=True)
+        try:
+            yield folder
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def publish(self, staged: Path, manifest: ArtifactManifest) -> bool:
+        """Write the manifest into `staged` and rename it into place. False: the key was already
+        published (by another job); `staged` is left for the staging context to remove."""
+        write_json(staged / MANIFEST, manifest.model_dump(mode="json"))
+        final = self.folder(manifest.key)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.rename(staged, final)
+        except OSError as exc:
+            if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                return False
+            raise
+        fsync_dir(final.parent)
+        return True
+
+
+def read_manifest(path: Path) -> ArtifactManifest | None:
+    try:
+        return ArtifactManifest.model_validate_json(path.read_bytes())
+    except FileNotFoundError:
+        return None
+
+
+def write_json(path: Path, payload: dict) -> None:
+    with open(path, "w") as fh:
+        json.dump(payload, fh, indent=2)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def compile_command(model: str, backend: str, task: str, dtype: str, seqlens, batch: int) -> str:
+    return (f"producer compile --model {model} --backend {backend} --task {task} --dtype {dtype} "
+            f"--seqlens {','.join(str(s) for s in seqlens)} --batch {batch}")
+
+
+def missing_artifacts_message(store: ArtifactStore, model: str, backend: str, task: str, dtype: str,
+                              seqlens, batch: int) -> str:
+    return (f"no compiled {backend} artifacts for {model} ({task}, {dtype}) in the artifact store "
+            f"{store.root} (QWEN3B_ARTIFACT_STORE). Compile them first: "
+            f"{compile_command(model, backend, task, dtype, seqlens, batch)} [--local]")
