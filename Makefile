@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 MODELS ?= .cache/models
 DEMO_ROWS ?= 2000
 
-.PHONY: setup redis demo test bench-engine rehearsal clean
+.PHONY: setup redis demo test bench-engine bench-perf rehearsal clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,8 +41,16 @@ demo: setup
 test: setup redis
 	$(PY) -m pytest tests -q -ra
 
+# The first run also compiles the ONNX fp32 and int8 artifacts of the 0.6B shape into .cache/artifacts
+# (about 2-4 min each on 2 cores); later runs reuse them.
 bench-engine: setup
 	$(PY) -m workers.bench.engine_bench
+
+# Latency and throughput of the 0.6B shape on this machine, both modes, with plots (README "workers bench").
+bench-perf: setup
+	$(PY) -m workers build-model --task embed --shape 0.6b --out $(MODELS)
+	$(PY) -m workers bench --model $(MODELS)/qwen3-embed-0.6b-random-s1234 --dtype bf16 \
+	  --sweep-batch 1,4 --sweep-seqlen 128,512 --iterations 3 --warmup 1 --out bench-results/perf-cpu-embed-bf16.json
 
 # Three hosts in network namespaces, one powered off mid-job (root: ip netns). README "Running on a cluster".
 rehearsal: setup redis

@@ -23,8 +23,9 @@ def resolve_source(model: str) -> tuple[str, bool]:
     return model, False
 
 
-def load_pretrained(model: str, task: str, dtype: str, revision: str | None = None):
-    """(tokenizer, model) for Qwen3-Embedding (Qwen3Model) or Qwen3-Reranker (Qwen3ForCausalLM)."""
+def load_pretrained(model: str, task: str, dtype: str, revision: str | None = None, attention: str = "sdpa"):
+    """(tokenizer, model) for Qwen3-Embedding (Qwen3Model) or Qwen3-Reranker (Qwen3ForCausalLM).
+    attention: the transformers attention implementation (sdpa for the engines; eager for ONNX export)."""
     import torch
     from transformers import AutoConfig, Qwen3ForCausalLM, Qwen3Model
 
@@ -45,7 +46,7 @@ def load_pretrained(model: str, task: str, dtype: str, revision: str | None = No
     try:
         tokenizer = load_tokenizer(source, revision)
         net = cls.from_pretrained(source, revision=revision, dtype=getattr(torch, TORCH_DTYPES[dtype]),
-                                  attn_implementation="sdpa")
+                                  attn_implementation=attention)
     except OSError as exc:
         raise ModelLoadError(f"could not load the {task} model from {source}: {exc}") from exc
     return tokenizer, net.eval(), (local and is_random_weights(source))
