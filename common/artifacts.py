@@ -15,10 +15,12 @@ import errno
 import json
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+from common import defaults
 from common.errors import ConfigError
 from common.schemas import ArtifactKey, ArtifactManifest, ModelRef
 
@@ -51,12 +53,24 @@ class ArtifactStore:
     @contextlib.contextmanager
     def staging(self) -> Iterator[Path]:
         """A fresh folder on the store's filesystem; removed on exit unless it was published."""
+        self.sweep_staging()
         folder = self.root / STAGING / uuid.uuid4().hex
         folder.mkdir(parents=True)
         try:
             yield folder
         finally:
             shutil.rmtree(folder, ignore_errors=True)
+
+    def sweep_staging(self, max_age_s: float = defaults.STAGING_MAX_AGE_S) -> None:
+        """Remove what compile jobs killed mid-way left in .staging (a SIGKILL skips the cleanup).
+        Only folders untouched for max_age_s: a live compile on another host writes into its own."""
+        now = time.time()
+        for folder in (self.root / STAGING).glob("*"):
+            try:
+                if now - folder.stat().st_mtime > max_age_s:
+                    shutil.rmtree(folder, ignore_errors=True)
+            except FileNotFoundError:
+                pass
 
     def publish(self, staged: Path, manifest: ArtifactManifest) -> bool:
         """Write the manifest into `staged` and rename it into place. False: the key was already

@@ -42,6 +42,7 @@ DEFAULT_COMPILE_BATCH = 8  # rows per compiled batch (fixed shape)
 ARTIFACT_MIN_COSINE = {"fp32": 0.99999, "fp16": 0.999, "int8": 0.95}
 ARTIFACT_MAX_SCORE_DIFF = {"fp32": 1e-4, "fp16": 0.01, "int8": 0.1}
 COMPILE_DTYPES = {"onnx": ("fp32", "fp16", "int8"), "vacc": ("fp16",)}
+STAGING_MAX_AGE_S = 24 * 3600  # a staged artifact untouched this long was left by a killed compile
 COMPILE_STATUS_TTL_S = 7 * 24 * 3600  # how long a compile job's status stays readable in Redis
 
 # --- tiny models --------------------------------------------------------------------------------
