@@ -104,3 +104,22 @@ def test_a_compiled_key_is_not_compiled_twice(local_artifacts):
 def first_model(local_artifacts, result) -> str:
     manifest = json.loads((local_artifacts.store.root / result["folder"] / "manifest.json").read_text())
     return manifest["model_source"]
+
+
+def test_an_exporter_crash_ends_the_job_as_failed_with_the_error_and_publishes_nothing(tiny_embed_model, tmp_path,
+                                                                                       monkeypatch):
+    from tests.compile.conftest import request_for
+    from workers.compile import onnx_export
+    from workers.compile.job import run_compile
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("exporter ran out of memory (simulated)")
+
+    monkeypatch.setattr(onnx_export, "export", crash)
+    store = ArtifactStore(tmp_path / "artifacts")
+    request = request_for(tiny_embed_model, "embed", "fp32", 64)
+    states = []
+    result = run_compile(request, store, lambda state, **f: states.append(state))
+    assert states == ["running", "failed"]
+    assert result["reason"] == "RuntimeError: exporter ran out of memory (simulated)"
+    assert store.manifest(request.key) is None and list((tmp_path / "artifacts" / ".staging").iterdir()) == []

@@ -37,10 +37,10 @@ def run_compile(request: CompileRequest, store: ArtifactStore, report: Report = 
     report("running", host=socket.gethostname())
     started = time.perf_counter()
     try:
+        source = published_fp32_graph(store, key) if key.backend == "onnx" else None
         with store.staging() as staged, tempfile.TemporaryDirectory(prefix="compile-") as work:
-            files, inputs, outputs, versions = build(request, store, staged, Path(work))
+            files, inputs, outputs, versions = build(request, source, staged, Path(work))
             validation, note = check(request, staged, files, validate_device)
-            source = published_fp32_graph(store, key) if key.backend == "onnx" else None
             if validation is not None and not validation.passed:
                 return finish(report, "failed", reason=rejection(validation), validation=validation.model_dump())
             manifest = ArtifactManifest(
@@ -55,6 +55,9 @@ def run_compile(request: CompileRequest, store: ArtifactStore, report: Report = 
                               note="another job published this key while this one compiled; its artifact is kept")
     except (Qwen3BatchError, ValidationFailed) as exc:
         return finish(report, "failed", reason=str(exc))
+    except Exception as exc:  # an exporter or runtime crash: the job must end, not stay "running"
+        log.exception("compile %s crashed", key.artifact_id)
+        return finish(report, "failed", reason=f"{type(exc).__name__}: {exc}")
     return finish(report, "published", folder=str(store.folder(key)), seconds=manifest.compile_seconds,
                   validation=validation.model_dump() if validation else None, note=note)
 
@@ -70,14 +73,15 @@ def rejection(v: Validation) -> str:
             f"{v.samples} samples); the bound for this dtype is {relation} {v.bound}. Not published.")
 
 
-def build(request: CompileRequest, store: ArtifactStore, staged: Path, work: Path) -> tuple[list[str], tuple, tuple, dict]:
+def build(request: CompileRequest, fp32_graph: Path | None, staged: Path,
+          work: Path) -> tuple[list[str], tuple, tuple, dict]:
     key = request.key
     if key.backend == "onnx":
         from workers.compile import onnx_export
 
         onnx_export.require_onnx()
         files = onnx_export.export(request.model.source, key.task, key.batch, key.seqlen, key.dtype, staged,
-                                   published_fp32_graph(store, key))
+                                   fp32_graph)
         return files, onnx_export.INPUTS, onnx_export.OUTPUTS[key.task], onnx_export.tool_versions()
     from workers.compile import vacc
     from workers.engines.vacc_engine import INPUT_ORDER, OUTPUT
