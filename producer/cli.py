@@ -293,6 +293,9 @@ def compile_command(
         compiling.enqueue_compile(settings, client, requests)
         console.print(f"enqueued on the {keys.COMPILE_QUEUE!r} queue; a compile worker runs them "
                       f"(workers start --compile)")
+        if not any(w.get("queue") == keys.COMPILE_QUEUE for w in broker.live_workers(client)):
+            console.print("[yellow]no live compile worker right now:[/] the jobs wait in the queue until one "
+                          "starts (workers start --compile)")
         if not wait:
             return
         results = follow_compile(client, store, requests)
