@@ -6,7 +6,8 @@ QWEN3B_FAULTS is a comma-separated list of POINT:ACTION[@SHARD]:
   before_commit:sleep=5         pauses 5 s (a zombie that wakes up late)
   after_write:kill-once         fires once per (point, shard) across processes and restarts,
                                 using marker files under QWEN3B_FAULT_STATE (a folder)
-Points: workers.pipeline.FAULT_POINTS in a worker; "enqueue" in the producer, before each send.
+Points: workers.pipeline.FAULT_POINTS in a worker; "compile" before each compile job; "enqueue" in the
+producer, before each send.
 """
 
 import os

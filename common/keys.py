@@ -59,5 +59,9 @@ def compile_status(artifact_id: str) -> str:
     return f"{KEY_PREFIX}:compile:{artifact_id}"  # JSON: queued | running | published | exists | failed
 
 
+def compile_attempts(job: str) -> str:
+    return f"{KEY_PREFIX}:compile:{job}:attempts"  # hash artifact id -> deliveries started
+
+
 def cluster_settings() -> str:
     return f"{KEY_PREFIX}:cluster-settings"

@@ -300,7 +300,10 @@ def compile_command(
             return
         results = follow_compile(client, store, requests)
     console.print(compile_table(requests, results))
-    if any(r["state"] == "failed" for r in results.values()):
+    failed = {a: r for a, r in results.items() if r["state"] == "failed"}
+    for artifact, r in failed.items():  # whole, where the table may cut it
+        console.print(f"[red]failed:[/] {artifact}: {r.get('reason', '')}")
+    if failed:
         raise typer.Exit(1)
 
 

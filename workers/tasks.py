@@ -78,7 +78,7 @@ def run_compile_task(self, **message):
     from common.artifacts import ArtifactStore
     from common.compile_status import write_status
     from common.schemas import CompileRequest
-    from workers.compile.job import run_compile
+    from workers.compile.job import run_delivery
 
     ctx = compile_context()
     request = CompileRequest.model_validate(message)
@@ -90,8 +90,8 @@ def run_compile_task(self, **message):
 
     ctx.current_shard = artifact_id
     try:
-        return run_compile(request, ArtifactStore(ctx.settings.artifact_store), report,
-                           validate_device=ctx.description["device"])["state"]
+        return run_delivery(request, ArtifactStore(ctx.settings.artifact_store), ctx.redis, report,
+                            ctx.settings.max_attempts, validate_device=ctx.description["device"])["state"]
     finally:
         ctx.current_shard = None
 

@@ -81,3 +81,19 @@ def test_a_job_longer_than_the_compiled_lengths_is_refused_clearly(queued_compil
     with pytest.raises(ConfigError, match="compiled for \\[64, 128\\].*--seqlens 64,128"):
         engine.configured((128, 512))
     assert engine.configured((64,)).spec.seqlens == (64,)
+
+
+def test_a_compile_that_kills_its_worker_every_time_fails_after_the_attempt_cap(redis_server, tiny_embed_model,
+                                                                                 tmp_path):
+    env = {"QWEN3B_ARTIFACT_STORE": str(tmp_path / "artifacts"), "QWEN3B_MAX_ATTEMPTS": "2",
+           "QWEN3B_FAULTS": "compile:kill"}
+    worker = cluster.start_compile_worker(redis_server.url, "compile-oom", tmp_path / "logs", env=env)
+    try:
+        cluster.wait_for_workers(redis_server.client(), [worker])
+        done = cluster.run_cli("producer", ["compile", "--model", str(tiny_embed_model), "--seqlens", "64",
+                                            "--batch", "2", "--wait"], redis_server.url, timeout_s=180, env=env)
+    finally:
+        worker.stop(timeout_s=5)
+    assert done.returncode == 1, done.stdout + done.stderr + worker.log()[-3000:]
+    assert "the compile worker was lost 2 times on this artifact" in done.stderr
+    assert not list((tmp_path / "artifacts").glob("*/onnx/*/*/*/manifest.json"))

@@ -62,6 +62,23 @@ def run_compile(request: CompileRequest, store: ArtifactStore, report: Report = 
                   validation=validation.model_dump() if validation else None, note=note)
 
 
+def run_delivery(request: CompileRequest, store: ArtifactStore, client, report: Report, max_attempts: int,
+                 validate_device: str = "cpu") -> dict:
+    """One delivery of a queued compile job. Deliveries are counted: a compile that kills its worker
+    (out of memory, a crashing exporter) is redelivered, and past max_attempts it fails instead of
+    taking the compile worker down again and again."""
+    from common import defaults, faults, keys
+
+    counter = keys.compile_attempts(request.job)
+    attempt = client.hincrby(counter, request.key.artifact_id, 1)
+    client.expire(counter, defaults.COMPILE_STATUS_TTL_S)
+    if attempt > max_attempts:
+        return finish(report, "failed", reason=f"the compile worker was lost {attempt - 1} times on this artifact "
+                                               f"(out of memory? see the compile worker's log); not retried")
+    faults.inject("compile", request.key.artifact_id)
+    return run_compile(request, store, report, validate_device)
+
+
 def finish(report: Report, state: str, **fields) -> dict:
     report(state, **fields)
     return {"state": state, **fields}

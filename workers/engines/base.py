@@ -44,6 +44,9 @@ class EngineSpec:
             raise ConfigError(f"dtype must be fp32, bf16, fp16 or int8, got {self.dtype!r}")
         if self.dtype == "int8" and self.backend != "onnx":
             raise ConfigError("int8 is a compiled dtype: use --backend onnx (after producer compile --dtype int8)")
+        compiled = defaults.COMPILE_DTYPES.get(self.backend)
+        if compiled and self.dtype not in compiled:
+            raise ConfigError(f"--dtype {self.dtype}: {self.backend} artifacts are compiled in {', '.join(compiled)}")
         if self.padding_side not in ("left", "right"):
             raise ConfigError(f"padding_side must be 'left' or 'right', got {self.padding_side!r}")
         object.__setattr__(self, "seqlens", batching.validate_seqlens(self.seqlens))
