@@ -324,12 +324,12 @@ def follow_compile(client, store, requests) -> dict:
 
 
 def compile_table(requests, results: dict) -> Table:
-    table = Table("artifact", "state", "validation", "seconds", "note")
+    table = Table("seqlen", "state", "validation", "seconds", "note")
     for request in requests:
         r = results.get(request.key.artifact_id, {"state": "?"})
         v = r.get("validation") or {}
         shown = f"{v['metric']} {v['worst']:.6g} (bound {v['bound']})" if v else "-"
-        table.add_row(request.key.artifact_id, r["state"], shown, str(r.get("seconds", "-")),
+        table.add_row(str(request.key.seqlen), r["state"], shown, str(r.get("seconds", "-")),
                       r.get("reason") or r.get("note") or "")
     return table
 
