@@ -80,7 +80,7 @@ def export_fp32(model: str, task: str, batch: int, seqlen: int, path: Path) -> N
     from workers.engines.loading import load_pretrained
 
     # Eager attention exports as MatMul + mask + Softmax; SDPA exports with a NaN guard (IsNaN + Where)
-    # in every layer, which made ONNX Runtime's int8 graph of the 0.6B ~1.36x slower at [8, 256].
+    # in every layer, which ONNX Runtime runs as separate ops (see scripts/onnx_profile.py).
     tokenizer, net, _ = load_pretrained(model, task, "fp32", attention="eager")
     graph = pooled_graph(net, task, yes_no_ids(tokenizer) if task == "rerank" else None).eval()
     ids = torch.zeros((batch, seqlen), dtype=torch.int64)
