@@ -18,6 +18,11 @@ CLUSTER_WIDE_SETTINGS = ("visibility_timeout", "task_time_limit", "task_soft_tim
 CERT_REQS = {"required": ssl.CERT_REQUIRED, "optional": ssl.CERT_OPTIONAL, "none": ssl.CERT_NONE}
 
 
+# Publishing while Redis is down fails after bounded retries instead of hanging the producer.
+PUBLISH_RETRY_POLICY = {"max_retries": defaults.PUBLISH_MAX_RETRIES, "interval_start": 0,
+                        "interval_step": defaults.PUBLISH_RETRY_INTERVAL_S, "interval_max": 2}
+
+
 def make_queue(name: str) -> Queue:
     return Queue(name, Exchange(name, type="direct"), routing_key=name)
 

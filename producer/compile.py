@@ -31,7 +31,7 @@ def plan_compile(model: ModelRef, backend: str, task: str, dtype: str, seqlens, 
 
 
 def enqueue_compile(settings, client, requests: list[CompileRequest]) -> None:
-    from common.celery_app import make_app, make_queue
+    from common.celery_app import PUBLISH_RETRY_POLICY, make_app, make_queue
 
     from kombu.exceptions import OperationalError
 
@@ -39,14 +39,12 @@ def enqueue_compile(settings, client, requests: list[CompileRequest]) -> None:
 
     app = make_app(settings)
     queue = make_queue(keys.COMPILE_QUEUE)
-    retry_policy = {"max_retries": defaults.PUBLISH_MAX_RETRIES, "interval_start": 0,
-                    "interval_step": defaults.PUBLISH_RETRY_INTERVAL_S, "interval_max": 2}
     try:
         with app.producer_or_acquire() as producer:
             for request in requests:
                 write_status(client, request.key.artifact_id, request.job, "queued")
                 app.send_task(keys.TASK_COMPILE, kwargs=request.model_dump(mode="json"), queue=queue,
-                              declare=[queue], producer=producer, retry=True, retry_policy=retry_policy)
+                              declare=[queue], producer=producer, retry=True, retry_policy=PUBLISH_RETRY_POLICY)
     except OperationalError as exc:
         raise BrokerUnreachableError(f"publishing compile jobs to {redact_url(settings.broker_url)} failed ({exc}); "
                                      "run the same producer compile again once the broker is back") from exc

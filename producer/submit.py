@@ -7,9 +7,9 @@ from collections.abc import Callable
 import redis
 from kombu.exceptions import OperationalError
 
-from common import defaults, faults, keys
+from common import faults, keys
 from common.broker import BrokerUnreachableError, check_broker, redact_url, redis_client
-from common.celery_app import make_app, make_queue
+from common.celery_app import PUBLISH_RETRY_POLICY, make_app, make_queue
 from common.errors import Qwen3BatchError
 from common.io.store import OutputStore
 from common.jobstate import read_state
@@ -42,8 +42,6 @@ def enqueue(settings: Settings, client: redis.Redis, store: OutputStore, plan: P
     app = make_app(settings)
     queue = make_queue(plan.queue)
     task_name = keys.SHARD_TASKS[plan.spec.task]
-    retry_policy = {"max_retries": defaults.PUBLISH_MAX_RETRIES, "interval_start": 0,
-                    "interval_step": defaults.PUBLISH_RETRY_INTERVAL_S, "interval_max": 2}
     sent = 0
     try:
         with app.producer_or_acquire() as producer:
@@ -54,7 +52,7 @@ def enqueue(settings: Settings, client: redis.Redis, store: OutputStore, plan: P
                                        input_path=plan.inputs[shard.file_index].path, row_start=shard.row_start,
                                        row_end=shard.row_end)
                 app.send_task(task_name, kwargs=message.model_dump(), queue=queue, declare=[queue],
-                              producer=producer, retry=True, retry_policy=retry_policy)
+                              producer=producer, retry=True, retry_policy=PUBLISH_RETRY_POLICY)
                 sent += 1
                 on_progress(sent)
     except OperationalError as exc:
