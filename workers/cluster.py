@@ -124,29 +124,17 @@ def base_env(broker_url: str, extra: dict | None = None) -> dict:
 def start_worker(broker_url: str, model: str, name: str, logdir: Path, task: str = "embed", dtype: str = "fp32",
                  backend: str = "torch", env: dict | None = None, pool: str = "prefork",
                  threads: int | None = None) -> Worker:
-    logdir.mkdir(parents=True, exist_ok=True)
-    log_path = logdir / f"worker-{name}.log"
     extra = dict(env or {})
     if threads:
         extra.setdefault("OMP_NUM_THREADS", str(threads))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "workers", "start", "--model", model, "--task", task, "--dtype", dtype,
-         "--backend", backend, "--name", name, "--pool", pool],
-        env=base_env(broker_url, extra), stdout=open(log_path, "ab"), stderr=subprocess.STDOUT,
-        cwd=REPO_ROOT, start_new_session=True)
-    return Worker(name, process, log_path)
+    return start_cli(["workers", "start", "--model", model, "--task", task, "--dtype", dtype, "--backend", backend,
+                      "--name", name, "--pool", pool], name, broker_url, logdir, extra)
 
 
 def start_compile_worker(broker_url: str, name: str, logdir: Path, env: dict | None = None,
                          pool: str = "prefork") -> Worker:
     """`workers start --compile`: consumes the compile queue; artifacts go to QWEN3B_ARTIFACT_STORE."""
-    logdir.mkdir(parents=True, exist_ok=True)
-    log_path = logdir / f"worker-{name}.log"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "workers", "start", "--compile", "--name", name, "--pool", pool],
-        env=base_env(broker_url, env), stdout=open(log_path, "ab"), stderr=subprocess.STDOUT,
-        cwd=REPO_ROOT, start_new_session=True)
-    return Worker(name, process, log_path)
+    return start_cli(["workers", "start", "--compile", "--name", name, "--pool", pool], name, broker_url, logdir, env)
 
 
 def start_cli(args: list[str], name: str, broker_url: str, logdir: Path, env: dict | None = None,
