@@ -41,15 +41,15 @@ import pyarrow.dataset as ds  # noqa: E402
 
 from common.io.store import OutputStore  # noqa: E402
 from common.jobstate import read_state  # noqa: E402
+from harness import corpora  # noqa: E402
 from workers import cluster, compose  # noqa: E402
 from workers.models.random_init import ensure_random_model  # noqa: E402
 
-STS = REPO.parent / "shared" / "data" / "sts12-test.jsonl"
 WORKERS_PER_HOST = 2
 # The cluster's reliability settings, the same on every worker (they register them in Redis).
 # A short visibility timeout so the rehearsal takes seconds; a real cluster sizes it from its
 # longest shard (README "Running on a cluster").
-SETTINGS = {"QWEN3B_VISIBILITY_TIMEOUT_S": "6", "QWEN3B_TASK_TIME_LIMIT_S": "4",
+SETTINGS = {"QWEN3B_VISIBILITY_TIMEOUT_S": "8", "QWEN3B_TASK_TIME_LIMIT_S": "4",
             "QWEN3B_TASK_SOFT_TIME_LIMIT_S": "3", "QWEN3B_SOFT_SHUTDOWN_TIMEOUT_S": "2",
             "QWEN3B_RETRY_COUNTDOWN_S": "1"}
 
@@ -150,15 +150,7 @@ def free_subnet() -> str:
 
 
 def write_corpus(path: Path, rows: int) -> list[int]:
-    texts = []
-    for line in STS.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            pair = json.loads(line)
-            texts += [pair["sentence1"], pair["sentence2"]]
-    with open(path, "w", encoding="utf-8") as f:
-        for i in range(rows):
-            f.write(json.dumps({"id": i, "text": texts[i % len(texts)]}, ensure_ascii=False) + "\n")
-    return list(range(rows))
+    return corpora.write_corpus(path, rows)
 
 
 def check(ids: list[int], out: Path) -> dict:

@@ -1,25 +1,25 @@
 """Compile tests: artifacts built once per session (through a real compile worker where the
 test is about the queue), a private Redis, the tiny models."""
 
-import json
 import sys
 from pathlib import Path
 
 import pytest
 
+from harness.corpora import sts_rows
 from common.artifacts import ArtifactStore
 from common.model_identity import model_ref
 from common.schemas import ArtifactKey, CompileRequest
 from workers import cluster
 
 FAKES = Path(__file__).resolve().parents[1] / "fakes"
-STS = Path(__file__).resolve().parents[3] / "shared" / "data" / "sts12-test.jsonl"
 QUEUE_SEQLENS = (64, 128)  # compiled through the queue, then served by an onnx worker
 BATCH = 4
 
 
 def sts_sentences(n: int) -> list[str]:
-    rows = [json.loads(line) for line in STS.read_text(encoding="utf-8").splitlines()[:n] if line.strip()]
+    """2n real sentences of varied lengths (STS12 pairs where the file exists: harness/corpora.py)."""
+    rows, _ = sts_rows(n)
     return [r["sentence1"] for r in rows] + [r["sentence2"] for r in rows]
 
 

@@ -1,6 +1,5 @@
 """Real Redis (a private redis-server per test), real worker processes, a tiny model."""
 
-import json
 import time
 from collections import Counter
 from pathlib import Path
@@ -8,30 +7,20 @@ from pathlib import Path
 import pyarrow.dataset as ds
 import pytest
 
+from harness import corpora
 from common.io.store import OutputStore
 from common.jobstate import read_state
 from workers import cluster
 
-STS = Path(__file__).resolve().parents[3] / "shared" / "data" / "sts12-test.jsonl"
 # Quick retries, and a 1 s soft shutdown so that stopping an idle worker at teardown takes about
 # a second, not the 10 s default (the SIGTERM test sets its own).
 FAST_RETRIES = {"QWEN3B_RETRY_COUNTDOWN_S": "1", "QWEN3B_MAX_ATTEMPTS": "3", "QWEN3B_SOFT_SHUTDOWN_TIMEOUT_S": "1"}
 
 
-def sentences() -> list[str]:
-    rows = [json.loads(line) for line in STS.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return [r["sentence1"] for r in rows] + [r["sentence2"] for r in rows]
-
-
 def write_corpus(path: Path, n: int, task: str = "embed") -> list[int]:
-    texts = sentences()
-    with open(path, "w", encoding="utf-8") as f:
-        for i in range(n):
-            text = texts[i % len(texts)]
-            row = {"id": i, "text": text} if task == "embed" else {
-                "id": i, "query": texts[(i * 7) % len(texts)], "document": text}
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    return list(range(n))
+    """n rows of real sentences (STS12 where it lies beside the checkout, else the standard library's
+    docstrings: harness/corpora.py); ids 0..n-1."""
+    return corpora.write_corpus(path, n, task)
 
 
 def output_ids(out: Path) -> tuple[list, list]:

@@ -1,4 +1,5 @@
-"""`workers eval` end to end on the tiny random-weight models and real STS12 sentences.
+"""`workers eval` end to end on the tiny random-weight models and real sentences (STS12 where the
+file lies beside the checkout, standard-library docstring pairs elsewhere: harness/corpora.py).
 
 The figures are recomputed here the obvious way (engine outputs, then scipy / scikit-learn), so
 the tests check the whole path: reading, instruction formatting, chunking, order, metrics, record.
@@ -17,6 +18,7 @@ from scipy import stats
 from sklearn.metrics import average_precision_score, ndcg_score
 from typer.testing import CliRunner
 
+from harness.corpora import sts_rows
 from common.defaults import DEFAULT_RERANK_INSTRUCTION, DEFAULT_SYMMETRIC_INSTRUCTION
 from common.templates import format_query
 from workers.engines.base import EngineSpec
@@ -26,16 +28,15 @@ from workers.eval.reranking import evaluate_reranking
 from workers.eval.running import no_progress
 
 REPO = Path(__file__).resolve().parents[2]
-STS12 = REPO.parent / "shared" / "data" / "sts12-test.jsonl"  # read in place: never copied into the repo
 SEQLENS = (64, 128)
 
 
 @pytest.fixture(scope="module")
 def sts_slice(tmp_path_factory) -> Path:
-    """20 real STS12 rows in a temporary file, from two subsets (different lengths)."""
-    lines = STS12.read_text(encoding="utf-8").splitlines()
-    path = tmp_path_factory.mktemp("eval") / "sts12-slice.jsonl"
-    path.write_text("\n".join(lines[:10] + lines[-10:]) + "\n", encoding="utf-8")
+    """20 rows in the STS eval format in a temporary file (STS12's first and last 10 where it exists)."""
+    rows, _ = sts_rows(20)
+    path = tmp_path_factory.mktemp("eval") / "sts-slice.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     return path
 
 
@@ -98,7 +99,7 @@ def test_fp32_and_bf16_embeddings_of_sts_sentences_agree(sts_slice, tiny_engine)
 
 
 def test_reranking_figures_equal_sklearns_on_the_engines_own_scores(tiny_engine, tmp_path):
-    rows = [json.loads(line) for line in STS12.read_text(encoding="utf-8").splitlines()[:40]]
+    rows, _ = sts_rows(40)
     data = tmp_path / "msmarco-like.jsonl"
     with open(data, "w", encoding="utf-8") as f:
         for i in range(6):  # query = sentence1, positive = its own sentence2, negatives = other rows'

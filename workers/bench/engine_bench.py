@@ -93,6 +93,15 @@ def phase(name: str):
 
 
 # --- inputs -----------------------------------------------------------------------------------------
+def stdlib_pairs(missing) -> list[tuple[str, str]]:
+    """Where the STS file is absent (a user's clone): neighbouring standard-library docstring sentences."""
+    from harness.corpora import sts_rows
+
+    rows, source = sts_rows(2358)
+    say(f"   {missing} not found: using {source}")
+    return [(r["sentence1"], r["sentence2"]) for r in rows]
+
+
 def read_sts(path: Path) -> list[tuple[str, str]]:
     pairs = []
     with open(path, encoding="utf-8") as f:
@@ -469,7 +478,7 @@ def run(args) -> dict:
 
         shape = model_shape(AutoConfig.from_pretrained(embed_dir))
         tokenizer = AutoTokenizer.from_pretrained(embed_dir)
-        pairs = read_sts(resolve(args.data))
+        pairs = read_sts(resolve(args.data)) if resolve(args.data).is_file() else stdlib_pairs(args.data)
         texts, kinds = build_mix(pairs, args.n_texts, args.seed, tokenizer, SEQLENS[-1])
         rpairs = rerank_pairs(pairs, args.rerank_pairs, args.seed)
         say(f"   {len(texts)} texts ({', '.join(f'{kinds.count(k)} {k}' for k in MIX)}), "

@@ -56,10 +56,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from harness import corpora
 from workers import cluster
 
 REPO_ROOT = cluster.REPO_ROOT
-STS = REPO_ROOT.parent / "shared" / "data" / "sts12-test.jsonl"
 DEFAULT_MODEL = REPO_ROOT / ".cache" / "models" / "qwen3-embed-tiny-random-s1234"
 PROGRESS_EVERY_S = 5.0
 THROUGHPUT_GOAL = 0.90
@@ -78,18 +78,12 @@ def load_text() -> str:
 
 # --- corpora ----------------------------------------------------------------------------------------
 def sentences() -> list[str]:
-    if not STS.is_file():
-        raise SystemExit(f"{STS} not found: the STS12 sentences live in ../shared/data next to the repository")
-    out = []
-    for line in STS.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            pair = json.loads(line)
-            out += [pair["sentence1"], pair["sentence2"]]
-    return out
+    """STS12's sentences where the file lies beside the checkout, else the standard library's docstrings."""
+    return corpora.sentences()[0]
 
 
 def write_corpus(path: Path, rows: int) -> Path:
-    """{"id": n, "text": ...} rows cycling through the STS12 sentences (read where they lie)."""
+    """{"id": n, "text": ...} rows cycling through real sentences (harness/corpora.py)."""
     encoded = [json.dumps(t, ensure_ascii=False) for t in sentences()]
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
