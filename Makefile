@@ -27,6 +27,9 @@ redis:
 	@# tests/cluster: throwaway TLS certificates (openssl) and the multi-host rehearsal's namespaces (ip, unshare)
 	@{ command -v openssl && command -v ip && command -v unshare; } >/dev/null || { echo "installing openssl iproute2"; \
 	  (apt-get update -qq && apt-get install -y -qq openssl iproute2 util-linux) >/dev/null; }
+	@# tests/faults: a FUSE mount without hard links (tests/fakes/nolinks_fs.py, fusepy on libfuse2)
+	@ldconfig -p | grep -q 'libfuse.so.2' || { echo "installing libfuse2"; \
+	  (apt-get update -qq && apt-get install -y -qq libfuse2) >/dev/null; }
 	@redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 || { echo "starting redis-server on 127.0.0.1:6379"; \
 	  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
 	    --maxmemory-policy noeviction --dir /tmp --logfile /tmp/redis-6379.log; sleep 0.5; }

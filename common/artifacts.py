@@ -21,7 +21,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from common import defaults
-from common.errors import ConfigError
+from common.errors import ConfigError, ModelLoadError
+from common.io.output import sha256_file
+from common.paths import is_within
 from common.schemas import ArtifactKey, ArtifactManifest, ModelRef
 
 MANIFEST = "manifest.json"
@@ -35,7 +37,13 @@ class ArtifactStore:
         self.root = Path(root).expanduser()
 
     def folder(self, key: ArtifactKey) -> Path:
-        return self.root / key.relative_dir
+        """The key's folder. Every part of the key is a validated pattern, and the folder must
+        still resolve inside the store (no symlink planted in it leads out)."""
+        folder = self.root / key.relative_dir
+        if not is_within(folder, self.root):
+            raise ConfigError(f"artifact folder {folder} resolves to {os.path.realpath(folder)}, outside the "
+                              f"artifact store {self.root}")
+        return folder
 
     def manifest(self, key: ArtifactKey) -> ArtifactManifest | None:
         """The published artifact's manifest, or None. A folder whose manifest names another model
@@ -86,6 +94,27 @@ class ArtifactStore:
             raise
         fsync_dir(final.parent)
         return True
+
+
+def verify_artifact(store: ArtifactStore, manifest: ArtifactManifest, model: ModelRef) -> Path:
+    """The artifact's entry file, once it is proven to be this model's: the identity the compile
+    worker recomputed from the checkpoint it exported is the identity of the checkpoint this engine
+    loads its tokenizer from, and every file has the checksum recorded at publish time."""
+    folder = store.folder(manifest.key)
+    if manifest.model_identity != model.identity or manifest.key.model_identity != model.identity:
+        raise ModelLoadError(
+            f"artifact {folder} was compiled from a model with identity "
+            f"{(manifest.model_identity or 'unrecorded (an older compile)')[:12]}, not {model.source} "
+            f"({model.identity[:12]}): refusing to serve another model's outputs. Compile this model: "
+            f"{compile_command(model.source, manifest.key.backend, manifest.key.task, manifest.key.dtype, [manifest.key.seqlen], manifest.key.batch)}")
+    # Every file the compile wrote has a checksum (a VACC entry "mod" names the mod.* files, which do).
+    if not manifest.files_sha256:
+        raise ModelLoadError(f"artifact {folder} records no checksums (an older compile): compile it again")
+    for name, expected in manifest.files_sha256.items():
+        if sha256_file(folder / name) != expected:
+            raise ModelLoadError(f"artifact file {folder / name} does not match the checksum in its manifest (changed "
+                                 "or truncated since it was published): delete the folder and compile again")
+    return folder / manifest.files[0]
 
 
 def read_manifest(path: Path) -> ArtifactManifest | None:

@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 import redis
 
+from common import defaults
 from common.errors import Qwen3BatchError
 from common.settings import ENV_PREFIX, Settings
 
@@ -70,6 +71,17 @@ def check_broker(client: redis.Redis, settings: Settings) -> None:
                                      f"{ENV_PREFIX}BROKER_URL") from exc
     except redis.ResponseError as exc:  # e.g. a server that wants AUTH but got none on an old protocol
         raise BrokerAuthError(f"Redis at {where} refused the connection: {exc}") from exc
+
+
+def check_eviction_policy(client: redis.Redis, settings: Settings) -> None:
+    """Refuse a Redis that evicts keys when full: it would silently delete queued shards and
+    heartbeats. INFO works where CONFIG is disabled (managed Redis services)."""
+    policy = client.info("memory").get("maxmemory_policy", "")
+    if policy and policy != defaults.BROKER_MAXMEMORY_POLICY:
+        raise BrokerError(f"Redis at {redact_url(settings.broker_url)} runs with maxmemory-policy {policy}: when "
+                          "full it deletes keys, queued shards included, without a word. Start it with "
+                          f"--maxmemory-policy {defaults.BROKER_MAXMEMORY_POLICY} (or CONFIG SET maxmemory-policy "
+                          f"{defaults.BROKER_MAXMEMORY_POLICY}); a full Redis then refuses writes instead")
 
 
 def is_tls_failure(exc: BaseException) -> bool:

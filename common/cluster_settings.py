@@ -26,6 +26,9 @@ SETTING_SOURCES = {
     "task_time_limit": f"{ENV_PREFIX}TASK_TIME_LIMIT_S",
     "task_soft_time_limit": f"{ENV_PREFIX}TASK_SOFT_TIME_LIMIT_S",
     "max_attempts": f"{ENV_PREFIX}MAX_ATTEMPTS",
+    # message signing switches the serializer: "auth" with the QWEN3B_SIGNING_* files, "json" without
+    "task_serializer": f"{ENV_PREFIX}SIGNING_KEY / _CERT / _CERT_STORE (message signing)",
+    "accept_content": f"{ENV_PREFIX}SIGNING_KEY / _CERT / _CERT_STORE (message signing)",
 }
 RESET_HINT = ("To change them for the whole cluster: stop every worker, run `producer cluster-settings --reset`, "
               "then start the workers with the new settings.")

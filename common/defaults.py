@@ -58,7 +58,6 @@ DEFAULT_DOCUMENT_COLUMN = "document"
 ENGINE_CHUNK_ROWS = 2048  # rows handed to the engine at once inside a shard (bounds memory)
 READ_BATCH_ROWS = 8192  # rows per Arrow batch while streaming an input file
 MAX_JSONL_LINE_BYTES = 256 * 1024 * 1024  # a longer line is rejected unparsed; a 200 MB document is not
-DUPLICATE_ID_PARTITIONS = 16  # spill partitions for the bounded-memory duplicate-id pass
 SAMPLE_HASH_BYTES = 1 << 20  # bytes hashed at each end of an input or weight file for its identity
 
 # --- broker and reliability (../shared/reference/reliability.md) ----------------------------------
@@ -73,7 +72,14 @@ DEFAULT_WORKER_PROC_ALIVE_TIMEOUT_S = 300  # a child that loads a model at start
 DEFAULT_SOFT_SHUTDOWN_TIMEOUT_S = 10  # SIGTERM: finish or requeue within seconds
 PUBLISH_MAX_RETRIES = 5
 PUBLISH_RETRY_INTERVAL_S = 0.5
-WORKER_HEARTBEAT_S = 5
-WORKER_HEARTBEAT_TTL_S = 30
+WORKER_HEARTBEAT_TTL_S = 30  # a worker silent this long is gone (QWEN3B_HEARTBEAT_TTL_S); it beats every TTL/6
+WORKER_HEARTBEAT_S = WORKER_HEARTBEAT_TTL_S / 6
 WORKER_HEALTHY_WITHIN_S = 3 * WORKER_HEARTBEAT_S  # `workers health`: a later beat means a stuck worker
+# The reconciler (common/reconcile.py) looks for shards that nothing will run (no commit, no
+# quarantine, no queued message, no live worker holding it) this often, and publishes them again.
+RECONCILE_INTERVAL_S = 10
+# A queued or running record younger than this is not second-guessed: a message is taken, or a
+# shard started, a moment before the worker's heartbeat says so.
+RECONCILE_GRACE_S = 10
+BROKER_MAXMEMORY_POLICY = "noeviction"  # any evicting policy silently deletes queues
 PROGRESS_REFRESH_S = 1.0

@@ -17,13 +17,15 @@ class BackendUnavailableError(Qwen3BatchError):
     """An optional backend's runtime (onnxruntime, vaststreamx, vamc) is not installed."""
 
 
-class NonFiniteOutputError(Qwen3BatchError):
-    """A NaN or inf appeared in a model output; the affected rows must not be written."""
-
-    def __init__(self, message: str, rows: list[int] | None = None):
-        super().__init__(message)
-        self.rows = rows or []
+class RefusedMessage(Qwen3BatchError):
+    """A queue message that is malformed, names paths outside this process's roots, or disagrees
+    with the job's plan. Anyone who can write to Redis can publish one: it is dropped, never run."""
 
 
-class InputTooLongError(Qwen3BatchError):
-    """The parts of an input that must never be truncated do not fit the sequence length."""
+class PermanentShardError(Qwen3BatchError):
+    """A shard that fails the same way on every attempt (its input changed since planning, say):
+    it is quarantined at once instead of being retried."""
+
+
+class StoreUnsupportedError(Qwen3BatchError):
+    """The output store lacks what exactly-once commits need (hard links on a POSIX store)."""

@@ -49,12 +49,11 @@ class JobState:
 
     @property
     def status(self) -> str:
-        if self.success:
-            return self.success.status
-        if self.cancelled:
-            return "cancelled"
+        """From the records themselves, not from _SUCCESS.json, which may lag a late commit."""
         if self.finished:
             return "completed_with_failures" if self.quarantined else "completed"
+        if self.cancelled:
+            return "cancelled"
         return "running" if (self.commits or self.quarantined) else "queued"
 
 
@@ -69,8 +68,13 @@ def read_state(store: OutputStore, plan: Plan | None = None) -> JobState:
 def finalize(store: OutputStore, state: JobState, verify_checksums: bool = True) -> SuccessMarker | None:
     """Write the success marker once every planned shard is committed or quarantined, after
     checking: rows out + rows rejected == rows in for every shard and in total, the files are
-    those committed (checksums), and no id occurs twice in the output."""
-    if state.success or not state.finished:
+    those committed (checksums), and no id occurs twice in the output.
+
+    The marker always describes the folder: one written before a late commit (a shard committed
+    after it was quarantined) names other shards than the records do, and is written anew."""
+    if not state.finished:
+        return state.success
+    if state.success is not None and describes(state.success, state):
         return state.success
     planned = {s.shard_id: s for s in state.plan.shards}
     for sid, c in state.commits.items():
@@ -95,7 +99,13 @@ def finalize(store: OutputStore, state: JobState, verify_checksums: bool = True)
         rows_in_quarantined_shards=quarantined_rows, shards_committed=len(state.commits),
         shards_quarantined=tuple(sorted(state.quarantined)), finished_at=time.time())
     store.save_success(marker)
-    return store.load_success()
+    return marker
+
+
+def describes(marker: SuccessMarker, state: JobState) -> bool:
+    """Whether a success marker still matches the commit and quarantine records."""
+    return (marker.shards_committed == len(state.commits) and set(marker.shards_quarantined) == set(state.quarantined)
+            and marker.rows_out == state.rows_out and marker.rows_rejected == state.rows_rejected)
 
 
 def count_duplicate_ids(store: OutputStore, commits: dict[str, CommitRecord]) -> int:

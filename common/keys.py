@@ -43,8 +43,40 @@ def job_cancelled(job_id: str) -> str:
     return f"{KEY_PREFIX}:job:{job_id}:cancelled"
 
 
+def job_queued(job_id: str) -> str:
+    return f"{KEY_PREFIX}:job:{job_id}:queued"  # hash shard -> unix time its last message was published
+
+
+def job_running(job_id: str) -> str:
+    return f"{KEY_PREFIX}:job:{job_id}:running"  # hash shard -> JSON {worker, since}: taken, not finished
+
+
+def job_refused(job_id: str) -> str:
+    return f"{KEY_PREFIX}:job:{job_id}:refused"  # hash shard -> why a worker refused its message
+
+
+def job_reconcile_lock(job_id: str) -> str:
+    return f"{KEY_PREFIX}:job:{job_id}:reconciling"  # one reconciler pass per job at a time, cluster-wide
+
+
+def job_keys(job_id: str) -> tuple[str, ...]:
+    """Everything Redis holds about one job's delivery, dropped once the job is finished."""
+    return (job_attempts(job_id), job_errors(job_id), job_queued(job_id), job_running(job_id),
+            job_refused(job_id), job_reconcile_lock(job_id))
+
+
 def jobs_index() -> str:
-    return f"{KEY_PREFIX}:jobs"  # hash job id -> output location
+    return f"{KEY_PREFIX}:jobs"  # hash job id -> JSON {output, queue, submitted_at}
+
+
+def active_jobs() -> str:
+    return f"{KEY_PREFIX}:jobs:active"  # set of job ids the reconciler watches until they finish
+
+
+def queue_lists(queue: str) -> tuple[str, ...]:
+    """The Redis lists kombu keeps a queue's waiting messages in: the queue's own name, plus one per
+    priority step (kombu's default steps 0, 3, 6, 9, joined by its separator)."""
+    return (queue, *(f"{queue}\x06\x16{step}" for step in (3, 6, 9)))
 
 
 def worker_heartbeat(worker_name: str) -> str:

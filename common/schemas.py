@@ -2,24 +2,64 @@
 
 import re
 from functools import cached_property
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from common import defaults
 
+# Every id and tag that travels in a message, or becomes part of a path or a Redis key, has a pattern.
 JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+SHARD_ID = re.compile(r"^[0-9]{5}-[0-9]{12}$")
+MODEL_TAG = re.compile(r"^[a-z0-9_][a-z0-9_-]{0,39}-[0-9a-f]{8}$")  # see keys.model_tag
+IDENTITY = re.compile(r"^[0-9a-f]{64}$")
+HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+MAX_PATH_CHARS = 4096
 SEMANTICS_VERSION = 1  # bump when a change alters outputs; it is part of every job fingerprint
+
+
+def _absolute_path(value: str) -> str:
+    if "\x00" in value or not value.startswith("/"):
+        raise ValueError("must be an absolute path without NUL bytes")
+    return value
+
+
+def _model_source(value: str) -> str:
+    if HUB_ID.match(value):
+        return value
+    return _absolute_path(value)
+
+
+JobId = Annotated[str, StringConstraints(pattern=JOB_NAME.pattern)]
+ShardId = Annotated[str, StringConstraints(pattern=SHARD_ID.pattern)]
+ModelTag = Annotated[str, StringConstraints(pattern=MODEL_TAG.pattern)]
+Identity = Annotated[str, StringConstraints(pattern=IDENTITY.pattern)]
+AbsolutePath = Annotated[str, StringConstraints(min_length=1, max_length=MAX_PATH_CHARS),
+                         AfterValidator(_absolute_path)]
+ModelSource = Annotated[str, StringConstraints(min_length=1, max_length=MAX_PATH_CHARS), AfterValidator(_model_source)]
 
 
 class Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+class Message(BaseModel):
+    """What arrives from the queue: untrusted. Exact types (no coercion), no unknown fields, every
+    string bounded by a pattern or a length; paths are checked against the roots by the worker."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+
 class ModelRef(Frozen):
-    source: str  # folder or hub id as given
-    identity: str  # content hash (folders) or hub id + revision
-    tag: str  # readable queue-safe name, see keys.model_tag
+    source: ModelSource  # an absolute folder, or a hub id
+    identity: Identity  # content hash (folders) or hub id + revision
+    tag: ModelTag  # readable queue-safe name, see keys.model_tag
+
+    @model_validator(mode="after")
+    def _tag_names_identity(self):
+        if not self.tag.endswith("-" + self.identity[:8]):
+            raise ValueError(f"model tag {self.tag!r} does not end with its identity's first 8 hex digits")
+        return self
 
 
 class JobSpec(Frozen):
@@ -54,12 +94,14 @@ class InputFile(Frozen):
 
 
 class ShardSpec(Frozen):
-    shard_id: str
+    shard_id: ShardId
     file_index: int
     row_start: int  # 0-based row index within the file (jsonl: among non-blank lines)
     row_end: int
     byte_offset: int = 0  # jsonl: where row_start's line begins
     line_start: int = 0  # jsonl: lines (blank ones too) before byte_offset, for reject line numbers
+    byte_end: int = 0  # jsonl: where the next shard's first line begins (the file's size for the last)
+    sha256: str = ""  # jsonl: of the bytes [byte_offset, byte_end), checked before the shard is read
 
     @property
     def rows(self) -> int:
@@ -101,15 +143,16 @@ class Plan(Frozen):
         return v
 
 
-class ShardMessage(Frozen):
-    """What a shard task carries: references only, never texts or vectors."""
+class ShardMessage(Message):
+    """What a shard task carries: references only, never texts or vectors. The worker checks that
+    every field agrees with the plan stored in `output`, which must lie inside its output root."""
 
-    job_id: str
-    output: str
-    shard_id: str
-    input_path: str
-    row_start: int
-    row_end: int
+    job_id: JobId
+    output: AbsolutePath
+    shard_id: ShardId
+    input_path: AbsolutePath
+    row_start: int = Field(ge=0)
+    row_end: int = Field(ge=0)
 
 
 class CommitRecord(Frozen):
@@ -147,16 +190,23 @@ class SuccessMarker(Frozen):
 
 
 # --- compiled artifacts ------------------------------------------------------------------------------
-class ArtifactKey(Frozen):
-    """What a compiled artifact is: one model (by content hash), backend, task, dtype and fixed shape."""
+class ArtifactKey(Message):
+    """What a compiled artifact is: one model (by content hash), backend, task, dtype and fixed shape.
+    It names a folder of the artifact store, so every field is a pattern or a bounded number."""
 
-    model_identity: str
-    model_tag: str
+    model_identity: Identity
+    model_tag: ModelTag
     backend: Literal["onnx", "vacc"]
     task: Literal["embed", "rerank"]
     dtype: Literal["fp32", "fp16", "int8"]
-    batch: int = Field(ge=1)
-    seqlen: int = Field(ge=16)
+    batch: int = Field(ge=1, le=4096)
+    seqlen: int = Field(ge=16, le=32768)
+
+    @model_validator(mode="after")
+    def _tag_names_identity(self):
+        if not self.model_tag.endswith("-" + self.model_identity[:8]):
+            raise ValueError(f"model tag {self.model_tag!r} does not end with its identity's first 8 hex digits")
+        return self
 
     @property
     def artifact_id(self) -> str:
@@ -167,13 +217,23 @@ class ArtifactKey(Frozen):
         return f"{self.model_tag}/{self.backend}/{self.task}/{self.dtype}/b{self.batch}-s{self.seqlen}"
 
 
-class CompileRequest(Frozen):
-    """One compile task: a model at one fixed shape. `job` groups the requests of one command."""
+class CompileRequest(Message):
+    """One compile task: a model at one fixed shape. `job` groups the requests of one command.
+    The compile worker recomputes the identity of `model.source` and refuses a request whose
+    source is not the model its key names."""
 
-    job: str
+    job: JobId
     model: ModelRef
     key: ArtifactKey
-    validation_texts: tuple[str, ...] = ()  # empty: the built-in validation samples
+    # empty: the built-in validation samples
+    validation_texts: tuple[Annotated[str, StringConstraints(max_length=100_000)], ...] = Field(
+        default=(), max_length=1024, strict=False)  # a JSON array arrives as a list
+
+    @model_validator(mode="after")
+    def _key_names_model(self):
+        if (self.key.model_identity, self.key.model_tag) != (self.model.identity, self.model.tag):
+            raise ValueError("the key's model identity and tag differ from the request's model")
+        return self
 
 
 class Validation(Frozen):
@@ -189,7 +249,11 @@ class Validation(Frozen):
 class ArtifactManifest(Frozen):
     key: ArtifactKey
     model_source: str
+    # The identity the compile worker recomputed from the checkpoint it exported (equal to the key's,
+    # or nothing was published); an engine refuses an artifact whose identity is not its model's.
+    model_identity: str = ""
     files: tuple[str, ...]  # relative to the artifact folder; the entry point first
+    files_sha256: dict[str, str] = {}  # checked when an engine loads the artifact
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
     validation: Validation | None  # None: not validated (VACC compiled where no card is present)

@@ -11,6 +11,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from common import defaults
 from common.errors import ConfigError
+from common.paths import is_within, real
 
 ENV_PREFIX = "QWEN3B_"
 WORKER_SPEC_ENV = ENV_PREFIX + "WORKER_SPEC"  # set by `workers start`, read in the pool child
@@ -30,8 +31,12 @@ class Settings:
     broker_tls_cert_file: str = ""  # a client certificate, when Redis checks clients (tls-auth-clients yes)
     broker_tls_key_file: str = ""
     # The shared output store every host mounts at the same path. When set, a relative --out is
-    # placed under it, and workers refuse shard messages that would write anywhere else.
+    # placed under it. A worker writes nowhere else: it refuses shard messages whose output is
+    # outside it. Unset, a worker writes only under the folder it was started in (and says so).
     output_root: str = ""
+    # Comma-separated folders a worker may read corpora and (compile workers) checkpoints from;
+    # unset: the folder it was started in. Plans naming inputs elsewhere are refused.
+    input_roots: str = ""
     # Compiled fixed-shape models (ONNX, VACC): a folder every compile worker and worker mounts.
     artifact_store: str = defaults.DEFAULT_ARTIFACT_STORE
     task_time_limit_s: int = defaults.DEFAULT_TASK_TIME_LIMIT_S
@@ -40,18 +45,34 @@ class Settings:
     max_attempts: int = defaults.DEFAULT_MAX_ATTEMPTS
     retry_countdown_s: int = defaults.DEFAULT_RETRY_COUNTDOWN_S
     soft_shutdown_timeout_s: int = defaults.DEFAULT_SOFT_SHUTDOWN_TIMEOUT_S
+    # A worker whose heartbeat is older than this is gone: its shard is published again at once.
+    heartbeat_ttl_s: int = defaults.WORKER_HEARTBEAT_TTL_S
+    reconcile_interval_s: int = defaults.RECONCILE_INTERVAL_S
     model_cache: str = ".cache/models"
+    signing_key: str = ""  # PEM RSA private key that signs the messages this process sends (message signing)
+    signing_cert: str = ""  # PEM certificate of signing_key; other processes need it in their cert store
+    signing_cert_store: str = ""  # a folder of PEM certificates: only messages signed by one of them are accepted
 
     def __post_init__(self):
-        if self.visibility_timeout_s <= self.task_time_limit_s:
+        if self.visibility_timeout_s < 2 * self.task_time_limit_s:
             raise ConfigError(
-                f"{ENV_PREFIX}VISIBILITY_TIMEOUT_S ({self.visibility_timeout_s}) must exceed "
+                f"{ENV_PREFIX}VISIBILITY_TIMEOUT_S ({self.visibility_timeout_s}) must be at least twice "
                 f"{ENV_PREFIX}TASK_TIME_LIMIT_S ({self.task_time_limit_s}), or long shards run twice in parallel")
+        if self.heartbeat_ttl_s < 3:
+            raise ConfigError(f"{ENV_PREFIX}HEARTBEAT_TTL_S must be >= 3 (workers beat every TTL/6 s)")
+        if self.reconcile_interval_s < 1:
+            raise ConfigError(f"{ENV_PREFIX}RECONCILE_INTERVAL_S must be >= 1")
         if self.task_soft_time_limit_s >= self.task_time_limit_s:
             raise ConfigError(f"{ENV_PREFIX}TASK_SOFT_TIME_LIMIT_S must be below {ENV_PREFIX}TASK_TIME_LIMIT_S")
         if self.max_attempts < 1:
             raise ConfigError(f"{ENV_PREFIX}MAX_ATTEMPTS must be >= 1")
         object.__setattr__(self, "broker_url", broker_url_with_tls(self))
+        check_signing(self)
+
+    @property
+    def signs_messages(self) -> bool:
+        """Whether this process signs its task messages and accepts only signed ones (common/celery_app.py)."""
+        return bool(self.signing_key and self.signing_cert and self.signing_cert_store)
 
     @property
     def broker_uses_tls(self) -> bool:
@@ -75,10 +96,22 @@ class Settings:
         return str(path)
 
     def output_allowed(self, out: str) -> bool:
-        if not self.output_root:
-            return True
-        root = os.path.realpath(self.output_root)
-        return os.path.realpath(out).startswith(root.rstrip(os.sep) + os.sep)
+        """Whether the producer's own --out passes its QWEN3B_OUTPUT_ROOT (any, when unset)."""
+        return not self.output_root or (is_within(out, self.output_root) and real(out) != real(self.output_root))
+
+    # --- what a worker accepts from messages (the defaults are safe: the start folder only) ----------
+    @property
+    def worker_output_root(self) -> str:
+        return real(self.output_root or os.getcwd())
+
+    @property
+    def worker_input_roots(self) -> tuple[str, ...]:
+        roots = [r.strip() for r in self.input_roots.split(",") if r.strip()]
+        return tuple(real(r) for r in roots) or (real(os.getcwd()),)
+
+    @property
+    def heartbeat_interval_s(self) -> float:
+        return self.heartbeat_ttl_s / 6
 
 
 def broker_url_with_tls(settings: Settings) -> str:
@@ -102,6 +135,24 @@ def broker_url_with_tls(settings: Settings) -> str:
     query.setdefault("ssl_cert_reqs", "required")
     query.update({TLS_URL_PARAMS[name]: path for name, path in given.items()})
     return urlunsplit(parts._replace(query=urlencode(query, safe="/")))
+
+
+def check_signing(settings: Settings) -> None:
+    """Message signing is all three settings or none; each one names something that exists."""
+    names = {"signing_key": "file", "signing_cert": "file", "signing_cert_store": "folder"}
+    given = {name for name in names if getattr(settings, name)}
+    if not given:
+        return
+    if given != set(names):
+        missing = ", ".join(ENV_PREFIX + n.upper() for n in names if n not in given)
+        present = ", ".join(ENV_PREFIX + n.upper() for n in names if n in given)
+        raise ConfigError(f"message signing needs {ENV_PREFIX}SIGNING_KEY, {ENV_PREFIX}SIGNING_CERT and "
+                          f"{ENV_PREFIX}SIGNING_CERT_STORE together: {present} set, {missing} not set "
+                          "(set all three to sign messages, or none)")
+    for name, kind in names.items():
+        path = getattr(settings, name)
+        if not (os.path.isdir(path) if kind == "folder" else os.path.isfile(path)):
+            raise ConfigError(f"{ENV_PREFIX}{name.upper()}={path}: no such {kind}")
 
 
 def load_settings(environ: dict | None = None) -> Settings:

@@ -1,11 +1,12 @@
 """The producer CLI: plan and submit jobs, watch them, resume, cancel, list."""
 
-import json
+import contextlib
 import logging
 import sys
 import time
 
 import pydantic
+import redis
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -13,6 +14,7 @@ from rich.table import Table
 from common import defaults, keys
 from common.broker import BrokerError
 from common.errors import Qwen3BatchError
+from common.io.corpus import changed_inputs
 from common.io.store import OutputStore
 from common.jobstate import JobCheckError, finalize, read_state
 from common.model_identity import model_ref
@@ -62,15 +64,17 @@ def submit(
     settings = load_settings()
     store = OutputStore(settings.output_location(out))
     client = None if local else broker.connect(settings)  # fail before the (long) planning scan
+    store.check_links()
     plan = make_plan(inputs, spec, store, name)
     if local:
         run_here(store, plan, device)
     else:
+        broker.check_workers_accept(client, plan, str(store.root))
         send(settings, client, store, plan)
         if not wait:
             typer.echo(plan.job_id)
             return
-        follow(store, plan, client)
+        follow(settings, store, plan, client)
     raise typer.Exit(exit_code(read_state(store, plan).status))
 
 
@@ -89,11 +93,15 @@ def make_plan(inputs: str, spec: JobSpec, store: OutputStore, name: str | None) 
 
 
 def send(settings, client, store: OutputStore, plan: Plan) -> None:
-    todo = broker.pending_shards(store, plan)
+    if store.is_cancelled():
+        console.print(f"job {plan.job_id} is cancelled: nothing is enqueued; `producer resume {store.root}` continues it")
+        return
     with make_bar(console) as bar:
-        task = bar.add_task("enqueue", total=len(todo), rate="")
-        broker.enqueue(settings, client, store, plan, todo, lambda n: bar.update(task, completed=n))
-    console.print(f"enqueued {len(todo)} shards of {len(plan.shards)} on {plan.queue}")
+        task = bar.add_task("enqueue", total=len(read_state(store, plan).pending), rate="")
+        sent = broker.enqueue(settings, client, store, plan, lambda n: bar.update(task, completed=n))
+        bar.update(task, total=len(sent), completed=len(sent))
+    console.print(f"enqueued {len(sent)} shards of {len(plan.shards)} on {plan.queue} (the others are committed, "
+                  "quarantined, queued or running)")
 
 
 def run_here(store: OutputStore, plan: Plan, device: str) -> None:
@@ -112,10 +120,14 @@ def run_here(store: OutputStore, plan: Plan, device: str) -> None:
     conclude(store, plan)
 
 
-def follow(store: OutputStore, plan: Plan, client) -> None:
-    """The live bar until every shard is committed or quarantined (or the job is cancelled)."""
+def follow(settings, store: OutputStore, plan: Plan, client) -> None:
+    """The live bar until every shard is committed or quarantined (or the job is cancelled). It also
+    runs the reconciler for this job, so a job followed here completes even when no worker knows
+    it (every queue lost in a Redis restart before any shard started), and says when workers
+    refuse its messages."""
     # The first check waits one heartbeat period, so workers started with the job are seen.
-    window, warned_at = RateWindow(), time.monotonic() - 30 + 2 * defaults.WORKER_HEARTBEAT_S
+    window, warned_at = RateWindow(), time.monotonic() - 30 + 2 * settings.heartbeat_interval_s
+    reconciled_at, shown_refusals = time.monotonic(), set()
     with make_bar(console) as bar:
         task = bar.add_task(plan.job_id, total=plan.rows_total, rate="")
         while True:
@@ -123,25 +135,36 @@ def follow(store: OutputStore, plan: Plan, client) -> None:
             bar.update(task, completed=state.rows_done, rate=rate_fields(state, window))
             if state.finished or state.cancelled:
                 break
+            if client is not None and time.monotonic() - reconciled_at > settings.reconcile_interval_s:
+                reconciled_at = time.monotonic()
+                with contextlib.suppress(redis.RedisError, BrokerError):
+                    broker.reconcile(settings, client, store, plan)
+                    for shard, reason in broker.refusals(client, plan).items():
+                        if reason not in shown_refusals:
+                            shown_refusals.add(reason)
+                            console.print(f"[yellow]a worker refused shard {shard}:[/] {reason}")
             if client is not None and time.monotonic() - warned_at > 30:
                 warned_at = time.monotonic()
-                if not any(w.get("queue") == plan.queue for w in broker.live_workers(client)):
-                    console.print(f"[yellow]no live worker serves queue {plan.queue}. Start one:[/] workers start "
-                                  f"--model {plan.spec.model.source} --task {plan.spec.task} --dtype "
-                                  f"{plan.spec.dtype} --backend {plan.spec.backend} --device cpu|cuda:N")
+                with contextlib.suppress(redis.RedisError):
+                    if not any(w.get("queue") == plan.queue for w in broker.live_workers(client)):
+                        console.print(f"[yellow]no live worker serves queue {plan.queue}. Start one:[/] workers "
+                                      f"start --model {plan.spec.model.source} --task {plan.spec.task} --dtype "
+                                      f"{plan.spec.dtype} --backend {plan.spec.backend} --device cpu|cuda:N")
             time.sleep(defaults.PROGRESS_REFRESH_S)
     conclude(store, plan)
 
 
 def conclude(store: OutputStore, plan: Plan) -> None:
     state = read_state(store, plan)
-    if state.finished and not state.success:
+    if state.finished:
         try:
-            state.success = finalize(store, state)
+            state.success = finalize(store, state)  # writes it, or anew when the records changed after it
         except JobCheckError as exc:
             console.print(f"[red]job check failed, not marked done:[/] {exc}")
             raise typer.Exit(2) from exc
     console.print(summary_table(state))
+    for line in changed_inputs(plan.inputs):
+        console.print(f"[red]input changed since planning:[/] {line}; its shards are refused")
     console.print(f"results: {store.root / 'data'}  rejects: {store.root / 'rejects'}")
 
 
@@ -164,7 +187,7 @@ def status(job: str = typer.Argument(..., help="job id or output folder"),
     store = broker.find_output(client, job)
     plan = store.load_plan()
     if watch:
-        follow(store, plan, client)
+        follow(load_settings(), store, plan, client)
     else:
         conclude(store, plan)
     raise typer.Exit(exit_code(read_state(store, plan).status))
@@ -180,12 +203,14 @@ def resume(job: str = typer.Argument(..., help="job id or output folder"),
     client = broker.connect(settings)
     store = broker.find_output(client, job)
     plan = store.load_plan()
+    for line in changed_inputs(plan.inputs):
+        console.print(f"[red]input changed since planning:[/] {line}; its shards will be refused and quarantined")
     store.set_cancelled(False)
     if retry_quarantined:
-        console.print(f"cleared {store.clear_quarantine()} quarantined shards")
+        console.print(f"cleared {len(broker.retry_quarantined(client, store, plan))} quarantined shards")
     send(settings, client, store, plan)
     if wait:
-        follow(store, plan, client)
+        follow(settings, store, plan, client)
         raise typer.Exit(exit_code(read_state(store, plan).status))
 
 
@@ -204,13 +229,12 @@ def jobs():
     """Jobs submitted through this broker, with their state."""
     client = broker.connect(load_settings())
     table = Table("job", "status", "rows done", "output")
-    for job_id, raw in sorted(client.hgetall(keys.jobs_index()).items()):
-        out = json.loads(raw)["output"]
+    for job_id, out in broker.list_jobs(client).items():
         try:
             state = read_state(OutputStore(out))
-            table.add_row(job_id.decode(), state.status, f"{state.rows_done:,}/{state.plan.rows_total:,}", out)
+            table.add_row(job_id, state.status, f"{state.rows_done:,}/{state.plan.rows_total:,}", out)
         except Qwen3BatchError as exc:
-            table.add_row(job_id.decode(), "unreadable", "", f"{out} ({exc})")
+            table.add_row(job_id, "unreadable", "", f"{out} ({exc})")
     Console().print(table)
 
 

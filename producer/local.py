@@ -4,6 +4,7 @@ import logging
 import time
 
 from common import defaults
+from common.errors import PermanentShardError
 from common.io.store import OutputStore
 from common.jobstate import read_state
 from common.schemas import Plan, QuarantineRecord
@@ -22,16 +23,22 @@ def engine_spec_for(plan: Plan, device: str) -> EngineSpec:
 
 def run_local(store: OutputStore, plan: Plan, device: str = defaults.DEFAULT_DEVICE,
               max_attempts: int = defaults.DEFAULT_MAX_ATTEMPTS, on_shard=lambda outcome: None) -> None:
+    """Every pending shard, one after another, with the queued workers' policy: a failure is
+    retried up to max_attempts, one that fails the same way every time (a changed input) is
+    quarantined at once, and a cancel (`producer cancel OUT`) stops before the next shard."""
     engine = create_engine(engine_spec_for(plan, device))
     for shard_id in read_state(store, plan).pending:
+        if store.is_cancelled():
+            return
         for attempt in range(1, max_attempts + 1):
             try:
                 on_shard(run_shard(store, plan, shard_id, engine, worker="local"))
                 break
             except Exception as exc:  # one bad shard never kills the job
                 log.exception("shard %s failed (attempt %d/%d)", shard_id, attempt, max_attempts)
-                if attempt == max_attempts:
-                    store.quarantine(QuarantineRecord(shard_id=shard_id, attempts=attempt,
-                                                      reason=f"{type(exc).__name__}: {exc}"[:2000],
+                if attempt == max_attempts or isinstance(exc, PermanentShardError):
+                    reason = str(exc) if isinstance(exc, PermanentShardError) else f"{type(exc).__name__}: {exc}"
+                    store.quarantine(QuarantineRecord(shard_id=shard_id, attempts=attempt, reason=reason[:2000],
                                                       quarantined_at=time.time()))
                     on_shard(None)
+                    break

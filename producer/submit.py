@@ -1,19 +1,17 @@
-"""Enqueue shard tasks: the only producer module that talks to the broker."""
+"""Enqueue and follow jobs through the broker: the only producer module that talks to Redis."""
 
-import json
-import time
 from collections.abc import Callable
 
 import redis
-from kombu.exceptions import OperationalError
 
-from common import faults, keys
-from common.broker import BrokerUnreachableError, check_broker, redact_url, redis_client
-from common.celery_app import PUBLISH_RETRY_POLICY, make_app, make_queue
+from common import dispatch, heartbeats, keys
+from common.broker import BrokerUnreachableError, check_broker, redis_client
+from common.celery_app import make_app
 from common.errors import Qwen3BatchError
 from common.io.store import OutputStore
-from common.jobstate import read_state
-from common.schemas import Plan, ShardMessage
+from common.paths import is_within
+from common.reconcile import reconcile_job
+from common.schemas import Plan
 from common.settings import Settings
 
 
@@ -27,48 +25,69 @@ def connect(settings: Settings) -> redis.Redis:
     return client
 
 
-def pending_shards(store: OutputStore, plan: Plan) -> list[str]:
-    return read_state(store, plan).pending
-
-
-def enqueue(settings: Settings, client: redis.Redis, store: OutputStore, plan: Plan, shard_ids: list[str],
-            on_progress: Callable[[int], None] = lambda n: None) -> int:
-    """Publish one small message per shard. Duplicates are harmless: commits are first-wins."""
-    client.hset(keys.jobs_index(), plan.job_id, json.dumps({"output": str(store.root), "queue": plan.queue,
-                                                            "submitted_at": time.time()}))
-    client.delete(keys.job_cancelled(plan.job_id))
-    if shard_ids:
-        client.hdel(keys.job_attempts(plan.job_id), *shard_ids)
+def publisher(settings: Settings, client: redis.Redis, on_progress: Callable[[int], None] = lambda n: None):
     app = make_app(settings)
-    queue = make_queue(plan.queue)
-    task_name = keys.SHARD_TASKS[plan.spec.task]
-    sent = 0
-    try:
-        with app.producer_or_acquire() as producer:
-            for shard_id in shard_ids:
-                faults.inject("enqueue", shard_id)
-                shard = plan.shard(shard_id)
-                message = ShardMessage(job_id=plan.job_id, output=str(store.root), shard_id=shard_id,
-                                       input_path=plan.inputs[shard.file_index].path, row_start=shard.row_start,
-                                       row_end=shard.row_end)
-                app.send_task(task_name, kwargs=message.model_dump(), queue=queue, declare=[queue],
-                              producer=producer, retry=True, retry_policy=PUBLISH_RETRY_POLICY)
-                sent += 1
-                on_progress(sent)
-    except OperationalError as exc:
-        raise BrokerUnreachableError(f"publishing to {redact_url(settings.broker_url)} failed after {sent} of "
-                                     f"{len(shard_ids)} shards ({exc}); run `producer resume {plan.job_id}` once "
-                                     "the broker is back") from exc
-    return sent
+    return lambda plan, output, shard_ids: dispatch.publish_shards(app, client, plan, output, shard_ids, on_progress)
+
+
+def enqueue(settings: Settings, client: redis.Redis, store: OutputStore, plan: Plan,
+            on_progress: Callable[[int], None] = lambda n: None) -> list[str]:
+    """Register the job and publish every shard that nothing will run: on a first submit all of
+    them, on a resubmit or resume only those with no commit, no queued message and no live holder
+    (so a resume never doubles the queue). Returns the shards published."""
+    dispatch.register_job(client, plan, str(store.root))
+    client.delete(keys.job_cancelled(plan.job_id))
+    outcome = reconcile_job(client, publisher(settings, client, on_progress), store, plan, grace_s=0)
+    return outcome.republished
+
+
+def retry_quarantined(client: redis.Redis, store: OutputStore, plan: Plan) -> list[str]:
+    """Give quarantined shards another round of attempts: their records and counters go."""
+    cleared = store.clear_quarantine()
+    if cleared:
+        client.hdel(keys.job_attempts(plan.job_id), *cleared)
+        client.hdel(keys.job_errors(plan.job_id), *cleared)
+        store.drop_success()
+    return cleared
+
+
+def reconcile(settings: Settings, client: redis.Redis, store: OutputStore, plan: Plan) -> list[str]:
+    """One reconciler pass for a followed job (under the job's lock, like the workers' passes)."""
+    outcome = reconcile_job(client, publisher(settings, client), store, plan, lock_s=settings.reconcile_interval_s)
+    return outcome.republished
+
+
+def refusals(client: redis.Redis, plan: Plan) -> dict[str, str]:
+    """shard -> why a worker refused its message (an output outside its root, ...)."""
+    return {k.decode(): v.decode() for k, v in client.hgetall(keys.job_refused(plan.job_id)).items()}
+
+
+def list_jobs(client: redis.Redis) -> dict[str, str]:
+    """job id -> output, of every job submitted through this broker (since Redis last lost its data)."""
+    return dispatch.list_jobs(client)
 
 
 def live_workers(client: redis.Redis) -> list[dict]:
-    workers = []
-    for key in client.scan_iter(match=keys.worker_heartbeat_pattern(), count=500):
-        raw = client.get(key)
-        if raw:
-            workers.append(dict(json.loads(raw), name=key.decode().split(":", 2)[2]))
-    return sorted(workers, key=lambda w: w["name"])
+    return heartbeats.live_workers(client)
+
+
+def check_workers_accept(client: redis.Redis, plan: Plan, output: str) -> None:
+    """Fail before enqueueing when the live workers of the job's queue would refuse its shards:
+    each worker writes only under its output root and reads only under its input roots."""
+    serving = [w for w in live_workers(client) if w.get("queue") == plan.queue and "output_root" in w]
+    if not serving:
+        return  # nobody to ask yet; `--wait` reports refusals if they come
+    inputs = [f.path for f in plan.inputs]
+    accepting = [w for w in serving if is_within(output, w["output_root"])
+                 and all(any(is_within(p, r) for r in w.get("input_roots", ())) for p in inputs)]
+    if accepting:
+        return
+    w = serving[0]
+    raise Qwen3BatchError(
+        f"the {len(serving)} live workers of queue {plan.queue} would refuse this job: they write only under "
+        f"{w['output_root']} (QWEN3B_OUTPUT_ROOT) and read only under {', '.join(w.get('input_roots', ()))} "
+        f"(QWEN3B_INPUT_ROOTS), and this job writes {output} and reads {', '.join(inputs[:3])}. Move the output "
+        "and inputs under those roots, or start the workers with roots that hold them (see docs/security.md)")
 
 
 def cancel(client: redis.Redis | None, store: OutputStore, plan: Plan) -> None:
@@ -83,7 +102,7 @@ def find_output(client: redis.Redis | None, job: str) -> OutputStore:
     if store.plan_path.exists():
         return store
     if client is not None:
-        raw = client.hget(keys.jobs_index(), job)
-        if raw:
-            return OutputStore(json.loads(raw)["output"])
+        output = dispatch.job_output(client, job)
+        if output:
+            return OutputStore(output)
     raise Qwen3BatchError(f"no job {job!r}: pass its output folder (Redis may have lost its job index)")

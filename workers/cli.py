@@ -10,13 +10,14 @@ os.environ.setdefault("REMAP_SIGTERM", "SIGQUIT")
 
 import json  # noqa: E402
 import socket  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import redis  # noqa: E402
 import typer  # noqa: E402
 
 from common import defaults, keys  # noqa: E402
 from common.celery_app import make_app  # noqa: E402
-from common.broker import redact_url, redis_client, wait_for_broker  # noqa: E402
+from common.broker import check_eviction_policy, redact_url, redis_client, wait_for_broker  # noqa: E402
 from common.cluster_settings import register_or_check  # noqa: E402
 from common.errors import ConfigError, Qwen3BatchError  # noqa: E402
 from common.model_identity import model_ref  # noqa: E402
@@ -67,6 +68,7 @@ def start(
             engine = EngineSpec(model=ref.source, task=task, backend=backend, dtype=dtype, device=str(dev),
                                 seqlens=lengths)
             check_artifacts(engine)
+            check_output_root(settings)
             describe_worker(worker_name, engine, queue)
     except Qwen3BatchError as exc:
         typer.echo(f"error: {exc}", err=True)  # plain: a log line, not a boxed usage message
@@ -83,6 +85,7 @@ def start(
 
     (register_compile_task if compile_ else register_tasks)(celery)
     typer.echo(f"worker {worker_name}: queue {queue}, broker {redact_url(settings.broker_url)}")
+    typer.echo(describe_roots(settings))
     celery.worker_main(["worker", "-n", worker_name, "-c", "1", "-P", pool, "-l", loglevel,
                         "--without-gossip", "--without-mingle", "-Q", f"{queue},{keys.worker_queue(worker_name)}"])
 
@@ -116,12 +119,35 @@ def check_artifacts(engine: EngineSpec) -> None:
         find_artifacts(engine)
 
 
+def check_output_root(settings) -> None:
+    """The output root must exist and support hard links (commits are hard links): refused here, once,
+    rather than on every shard."""
+    from common.io.store import probe_links
+
+    root = Path(settings.worker_output_root)
+    if not root.is_dir():
+        raise ConfigError(f"QWEN3B_OUTPUT_ROOT={settings.output_root}: no such folder (mount the shared output "
+                          "store there, or set QWEN3B_OUTPUT_ROOT to where it is mounted)")
+    probe_links(root)
+
+
+def describe_roots(settings) -> str:
+    """What a message can make this worker read and write: said at start, since the defaults are narrow."""
+    out = settings.worker_output_root + ("" if settings.output_root else " (QWEN3B_OUTPUT_ROOT unset: the folder "
+                                                                         "this worker started in)")
+    ins = ", ".join(settings.worker_input_roots) + ("" if settings.input_roots else " (QWEN3B_INPUT_ROOTS unset: "
+                                                                                  "the folder this worker started in)")
+    return f"writes outputs only under {out}; reads inputs only under {ins}"
+
+
 def join_cluster(settings, worker_name: str) -> None:
-    """Wait for the broker, then register this worker's reliability settings or check them against the
-    cluster's. A refused password, a rejected certificate or a differing setting ends the process with
-    the reason, before Celery starts (which would retry a refused password forever)."""
+    """Wait for the broker, check that it never evicts, then register this worker's reliability
+    settings or check them against the cluster's. A refused password, a rejected certificate, an
+    evicting Redis or a differing setting ends the process with the reason, before Celery starts
+    (which would retry a refused password forever)."""
     try:
         client = wait_for_broker(settings, lambda message: typer.echo(message, err=True))
+        check_eviction_policy(client, settings)
         register_or_check(client, settings, worker_name)
     except Qwen3BatchError as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -142,7 +168,7 @@ def health(
     except (Qwen3BatchError, redis.RedisError) as exc:
         typer.echo(f"unhealthy: cannot read {name}'s heartbeat ({exc})", err=True)
         raise typer.Exit(2) from exc
-    age_s = defaults.WORKER_HEARTBEAT_TTL_S - ttl_s
+    age_s = settings.heartbeat_ttl_s - ttl_s
     if raw is None or ttl_s < 0 or age_s > max_age_s:
         typer.echo(f"unhealthy: no heartbeat from {name} in the last {max_age_s}s (still loading its model, "
                    "stopped, or cut off from Redis)", err=True)

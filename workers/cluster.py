@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,9 +114,17 @@ class Worker:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
+# Tests, benchmarks and the chaos run keep corpora and outputs in temporary folders and models in the
+# checkout's cache, while the processes run in the checkout: roots that hold them (a caller's env wins).
+HARNESS_ROOTS = {"QWEN3B_OUTPUT_ROOT": tempfile.gettempdir(),
+                 "QWEN3B_INPUT_ROOTS": f"{tempfile.gettempdir()},{REPO_ROOT / '.cache'}"}
+
+
 def base_env(broker_url: str, extra: dict | None = None) -> dict:
     env = dict(os.environ, QWEN3B_BROKER_URL=broker_url, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1",
                TOKENIZERS_PARALLELISM="false")
+    for name, value in HARNESS_ROOTS.items():
+        env.setdefault(name, value)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     env.update(extra or {})
     return env

@@ -1,7 +1,9 @@
-"""run_shard: read -> validate -> batch -> engine -> write -> commit. No Celery here.
+"""run_shard: check input -> read -> validate -> batch -> engine -> write -> commit. No Celery here.
 
 The same function serves the queued workers and the in-process --local mode, so both paths
-produce the same bytes by construction.
+produce the same bytes by construction. It only computes and commits: whether a shard should run
+at all (already committed, quarantined, cancelled, attempts left) is decided by its caller
+(workers/runner.py for a queued worker, producer/local.py for --local).
 """
 
 import logging
@@ -21,26 +23,21 @@ from workers.engines.base import Engine
 
 log = logging.getLogger(__name__)
 
-# Fault injection points, in order; see workers/faults.py. A no-op unless a test turns it on.
+# Fault injection points, in order; see common/faults.py. A no-op unless a test turns it on.
 FAULT_POINTS = ("before_compute", "after_compute", "after_write", "before_commit", "after_commit")
 
 
 @dataclass
 class ShardOutcome:
-    status: str  # committed | already_committed | lost_race | cancelled
+    status: str  # committed | lost_race
     record: CommitRecord | None = None
 
 
 def run_shard(store: OutputStore, plan: Plan, shard_id: str, engine: Engine, worker: str,
               fault: Callable[[str, str], None] = lambda point, shard_id: None) -> ShardOutcome:
-    existing = store.load_commit(shard_id)
-    if existing is not None:
-        store.publish(existing)
-        return ShardOutcome("already_committed", existing)
-    if store.is_cancelled():
-        return ShardOutcome("cancelled")
     started = time.perf_counter()
     shard = plan.shard(shard_id)
+    corpus.check_input(plan.inputs[shard.file_index], shard)  # before a row is read: InputChangedError
     fault("before_compute", shard_id)
     good, rejects = read_shard(store, plan, shard)
     engine = engine.configured(plan.spec.seqlens)

@@ -1,7 +1,10 @@
-"""What a worker does with one shard message: attempt cap, quarantine, run, finalize.
+"""What a worker does with one shard message: admit it, decide whether to run it, run it, finalize.
 
-No Celery here: the task in tasks.py is a thin shell around `handle_message`, and tests call
-this directly. Raising RetryShard asks the task layer to deliver the message again.
+The runner owns delivery: the message's checks (schema, roots, agreement with the plan), and
+whether a shard runs at all (cancelled, already committed, quarantined, attempts left). run_shard
+(workers/pipeline.py) only computes and commits. No Celery here: the task in tasks.py is a thin
+shell around `handle_message`, and tests call this directly. Raising RetryShard asks the task
+layer to deliver the message again.
 """
 
 import json
@@ -12,13 +15,16 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+import pydantic
 import redis
 
-from common import defaults, faults, keys
+from common import faults, heartbeats, keys
+from common.errors import PermanentShardError, RefusedMessage
 from common.io.store import OutputStore
 from common.jobstate import finalize, read_state
-from common.schemas import Plan, QuarantineRecord, ShardMessage
-from common.settings import Settings
+from common.paths import check_within, is_within
+from common.schemas import JOB_NAME, SHARD_ID, Plan, QuarantineRecord, ShardMessage
+from common.settings import ENV_PREFIX, Settings
 from workers.engines.base import Engine
 from workers.pipeline import run_shard
 
@@ -36,109 +42,171 @@ class WorkerContext:
     settings: Settings
     redis: redis.Redis
     description: dict
-    plans: dict = field(default_factory=dict)  # (output, job) -> Plan, loaded once per job
+    # Resolved once at start: a later chdir or a changed environment does not widen them.
+    output_root: str = ""
+    input_roots: tuple[str, ...] = ()
+    plans: dict = field(default_factory=dict)  # (output, job) -> (OutputStore, Plan), loaded once per job
+    reconciler: object = None  # common.reconcile.Reconciler, told about every job this worker runs
+    current_job: str | None = None
     current_shard: str | None = None
     rows_done: int = 0
     tokens_done: int = 0
     started_at: float = field(default_factory=time.time)
 
-    def plan_for(self, message: ShardMessage) -> tuple[OutputStore, Plan]:
+    def __post_init__(self):
+        self.output_root = self.output_root or self.settings.worker_output_root
+        self.input_roots = self.input_roots or self.settings.worker_input_roots
+
+    def admit(self, message: ShardMessage) -> tuple[OutputStore, Plan]:
+        """The message's store and plan, once every field checks out; RefusedMessage otherwise."""
+        check_within(message.output, (self.output_root,), "output", f"{ENV_PREFIX}OUTPUT_ROOT")
         key = (message.output, message.job_id)
         if key not in self.plans:
             store = OutputStore(message.output)
+            if not is_within(store.plan_path, store.root):
+                raise RefusedMessage(f"{store.plan_path} is a symlink out of the output {store.root}")
             plan = store.load_plan()
             if plan.job_id != message.job_id:
-                raise ValueError(f"{message.output} holds job {plan.job_id}, not {message.job_id}")
+                raise RefusedMessage(f"{message.output} holds job {plan.job_id}, not {message.job_id}")
+            store.check_links()
             self.plans[key] = (store, plan)
-        return self.plans[key]
+        store, plan = self.plans[key]
+        if message.shard_id not in plan.shards_by_id:
+            raise RefusedMessage(f"shard {message.shard_id} is not in the plan of {plan.job_id}")
+        shard = plan.shard(message.shard_id)
+        planned_input = plan.inputs[shard.file_index].path
+        if (message.input_path, message.row_start, message.row_end) != (planned_input, shard.row_start, shard.row_end):
+            raise RefusedMessage(f"shard {message.shard_id}: the message names {message.input_path} rows "
+                                 f"{message.row_start}..{message.row_end}, the plan {planned_input} rows "
+                                 f"{shard.row_start}..{shard.row_end}")
+        check_within(planned_input, self.input_roots, "input", f"{ENV_PREFIX}INPUT_ROOTS")
+        return store, plan
 
 
 def handle_message(ctx: WorkerContext, body: dict) -> str:
-    message = ShardMessage.model_validate(body)
-    if not ctx.settings.output_allowed(message.output):
-        # Whoever can write to Redis must not make a worker write elsewhere; the message is dropped.
-        log.error("refused shard %s of %s: its output %s is outside QWEN3B_OUTPUT_ROOT=%s", message.shard_id,
-                  message.job_id, message.output, ctx.settings.output_root)
-        return "refused"
-    store, plan = ctx.plan_for(message)
-    if ctx.redis.exists(keys.job_cancelled(message.job_id)) or store.is_cancelled():
-        return "cancelled"
-    if store.load_commit(message.shard_id):
-        return run_shard(store, plan, message.shard_id, ctx.engine, ctx.name).status
-    attempt = ctx.redis.hincrby(keys.job_attempts(message.job_id), message.shard_id, 1)
-    if attempt > ctx.settings.max_attempts:
-        # Deliveries that never reported back: the worker died on this shard each time.
-        last = ctx.redis.hget(keys.job_errors(message.job_id), message.shard_id)
-        reason = f"worker lost {attempt - 1} times on this shard" + (f"; last error: {last.decode()}" if last else "")
-        quarantine(ctx, store, plan, message, attempt - 1, reason)
-        return "quarantined"
-    ctx.current_shard = message.shard_id
-    beat(ctx)
     try:
-        outcome = run_shard(store, plan, message.shard_id, ctx.engine, ctx.name, fault=faults.inject)
-    except Exception as exc:  # any failure of one shard: count it, retry or quarantine; never crash the job
+        message = ShardMessage.model_validate(body)
+        store, plan = ctx.admit(message)
+    except (pydantic.ValidationError, RefusedMessage) as exc:
+        refuse(ctx, body, exc)
+        return "refused"
+    if ctx.reconciler is not None:
+        ctx.reconciler.remember(plan.job_id, str(store.root))
+    return deliver(ctx, store, plan, message.shard_id)
+
+
+def refuse(ctx: WorkerContext, body, exc: Exception) -> None:
+    """Drop the message (it is acked, never run), log why, and tell the job's followers when the
+    message names a well-formed job: `--wait` shows refusals, such as an output outside the root."""
+    reason = f"{type(exc).__name__}: {exc}"[:2000]
+    log.error("refused a shard message: %s", reason)
+    job, shard = (body.get("job_id"), body.get("shard_id")) if isinstance(body, dict) else (None, None)
+    if not (isinstance(job, str) and JOB_NAME.match(job) and isinstance(shard, str) and SHARD_ID.match(shard)):
+        return
+    try:
+        ctx.redis.hset(keys.job_refused(job), shard, f"{ctx.name}: {reason}")
+    except redis.RedisError:
+        pass
+
+
+def deliver(ctx: WorkerContext, store: OutputStore, plan: Plan, shard_id: str) -> str:
+    """Whether and how this delivery of the shard runs; returns what became of it."""
+    job_id = plan.job_id
+    ctx.redis.hdel(keys.job_queued(job_id), shard_id)  # the message is taken: it no longer waits
+    if ctx.redis.exists(keys.job_cancelled(job_id)) or store.is_cancelled():
+        return "cancelled"
+    committed = store.load_commit(shard_id)
+    if committed is not None:
+        store.publish(committed)  # a crash between commit and publish is finished here
+        return "already_committed"
+    if store.load_quarantine(shard_id) is not None:
+        return "already_quarantined"
+    attempt = ctx.redis.hincrby(keys.job_attempts(job_id), shard_id, 1)
+    if attempt > ctx.settings.max_attempts:
+        # Deliveries that never reported back: the worker died on this shard each time (a crash, an
+        # out-of-memory kill, the hard time limit, a lost host).
+        last = ctx.redis.hget(keys.job_errors(job_id), shard_id)
+        reason = f"worker lost {attempt - 1} times on this shard" + (f"; last error: {last.decode()}" if last else "")
+        quarantine(ctx, store, plan, shard_id, attempt - 1, reason)
+        return "quarantined"
+    start(ctx, job_id, shard_id)
+    try:
+        outcome = run_shard(store, plan, shard_id, ctx.engine, ctx.name, fault=faults.inject)
+    except PermanentShardError as exc:  # the same on every attempt: no retry
+        quarantine(ctx, store, plan, shard_id, attempt, str(exc)[:2000])
+        return "quarantined"
+    except Exception as exc:  # any other failure of one shard: count it, retry or quarantine; never crash the job
         reason = f"{type(exc).__name__}: {exc}"[:2000]
-        ctx.redis.hset(keys.job_errors(message.job_id), message.shard_id, reason)
-        log.exception("shard %s of %s failed (attempt %d/%d)", message.shard_id, message.job_id, attempt,
-                      ctx.settings.max_attempts)
+        ctx.redis.hset(keys.job_errors(job_id), shard_id, reason)
+        log.exception("shard %s of %s failed (attempt %d/%d)", shard_id, job_id, attempt, ctx.settings.max_attempts)
         if attempt >= ctx.settings.max_attempts:
-            quarantine(ctx, store, plan, message, attempt, reason)
+            quarantine(ctx, store, plan, shard_id, attempt, reason)
             return "quarantined"
+        # Celery publishes the retry: it is queued again, so the reconciler leaves it alone.
+        ctx.redis.hset(keys.job_queued(job_id), shard_id, time.time())
         raise RetryShard(reason) from exc
     finally:
-        ctx.current_shard = None
-        beat(ctx)
+        stop(ctx, job_id, shard_id)
     if outcome.status == "committed":
         ctx.rows_done += outcome.record.rows_in
         ctx.tokens_done += outcome.record.tokens
-        maybe_finalize(ctx, store, plan)
+        maybe_finalize(store, plan)
     return outcome.status
 
 
-def quarantine(ctx: WorkerContext, store: OutputStore, plan: Plan, message: ShardMessage, attempts: int,
+def start(ctx: WorkerContext, job_id: str, shard_id: str) -> None:
+    ctx.redis.hset(keys.job_running(job_id), shard_id, json.dumps({"worker": ctx.name, "since": time.time()}))
+    ctx.current_job, ctx.current_shard = job_id, shard_id
+    beat(ctx)
+
+
+def stop(ctx: WorkerContext, job_id: str, shard_id: str) -> None:
+    ctx.current_job = ctx.current_shard = None
+    try:
+        ctx.redis.hdel(keys.job_running(job_id), shard_id)
+    except redis.RedisError:
+        pass  # a stale running record only makes the reconciler look twice
+    beat(ctx)
+
+
+def quarantine(ctx: WorkerContext, store: OutputStore, plan: Plan, shard_id: str, attempts: int,
                reason: str) -> None:
-    store.quarantine(QuarantineRecord(shard_id=message.shard_id, attempts=attempts, reason=reason,
+    store.quarantine(QuarantineRecord(shard_id=shard_id, attempts=attempts, reason=reason,
                                       quarantined_at=time.time()))
-    log.error("shard %s of %s quarantined after %d attempts: %s", message.shard_id, message.job_id, attempts, reason)
-    maybe_finalize(ctx, store, plan)
+    log.error("shard %s of %s quarantined after %d attempts: %s", shard_id, plan.job_id, attempts, reason)
+    maybe_finalize(store, plan)
 
 
-def maybe_finalize(ctx: WorkerContext, store: OutputStore, plan: Plan) -> None:
-    """The worker that finishes the last shard writes the success marker. A cheap count of the
-    commit folders first, so the full check runs once per job, not once per shard."""
-    done = _count(store.root / "_commits") + _count(store.root / "_quarantine")
-    if done >= len(plan.shards):
+def maybe_finalize(store: OutputStore, plan: Plan) -> None:
+    """The worker that finishes the last shard writes the success marker, and whoever commits after
+    it (a late commit of a quarantined shard) writes it anew. A cheap count of the records first,
+    so the full check runs once per job, not once per shard."""
+    if store.count_done() >= len(plan.shards):
         state = read_state(store, plan)
         if state.finished:
             finalize(store, state)
 
 
-def _count(folder) -> int:
-    try:
-        return sum(1 for e in os.scandir(folder) if e.name.endswith(".json") and not e.name.startswith("."))
-    except FileNotFoundError:
-        return 0
-
-
 def beat(ctx: WorkerContext) -> None:
-    """Publish this worker's device, model, current shard and throughput."""
+    """Publish this worker's device, model, roots, current shard and throughput."""
     elapsed = max(1e-9, time.time() - ctx.started_at)
-    state = dict(ctx.description, host=socket.gethostname(), pid=os.getpid(), current_shard=ctx.current_shard or "",
+    state = dict(ctx.description, host=socket.gethostname(), pid=os.getpid(), current_job=ctx.current_job or "",
+                 current_shard=ctx.current_shard or "", output_root=ctx.output_root, input_roots=list(ctx.input_roots),
                  rows_done=ctx.rows_done, rows_per_s=round(ctx.rows_done / elapsed, 2),
                  tokens_per_s=round(ctx.tokens_done / elapsed, 1), seen_at=time.time())
     try:
-        ctx.redis.set(keys.worker_heartbeat(ctx.name), json.dumps(state), ex=defaults.WORKER_HEARTBEAT_TTL_S)
+        heartbeats.publish(ctx.redis, ctx.name, state, ctx.settings.heartbeat_ttl_s)
     except redis.RedisError:
         pass  # Redis is down or restarting: the next beat tries again
 
 
 def start_heartbeat(ctx: WorkerContext) -> threading.Thread:
-    """Beat every few seconds, besides the beats at the start and end of each shard."""
+    """Beat every TTL/6 seconds, besides the beats at the start and end of each shard."""
 
     def loop():
         while True:
             beat(ctx)
-            time.sleep(defaults.WORKER_HEARTBEAT_S)
+            time.sleep(ctx.settings.heartbeat_interval_s)
 
     thread = threading.Thread(target=loop, name="heartbeat", daemon=True)
     thread.start()

@@ -4,11 +4,16 @@ import json
 import logging
 import os
 
+import pydantic
 import redis
 from celery import Celery, signals
+from celery.exceptions import TimeLimitExceeded
 
 from common import keys
-from common.settings import WORKER_SPEC_ENV, load_settings
+from common.errors import RefusedMessage
+from common.paths import check_within
+from common.schemas import HUB_ID, JOB_NAME, SHARD_ID
+from common.settings import ENV_PREFIX, WORKER_SPEC_ENV, load_settings
 from workers.runner import RetryShard, WorkerContext, handle_message, start_heartbeat
 
 log = logging.getLogger(__name__)
@@ -19,6 +24,7 @@ def register_tasks(app: Celery) -> None:
     for task_name in keys.SHARD_TASKS.values():
         app.task(name=task_name, bind=True, acks_late=True, max_retries=None)(run_shard_task)
     signals.worker_process_init.connect(load_engine_in_child, weak=False)
+    signals.task_failure.connect(record_time_limit, weak=False)
 
 
 def run_shard_task(self, **message):
@@ -49,7 +55,40 @@ def load_engine_in_child(**_):
     _context = WorkerContext(name=described["name"], engine=engine, settings=settings,
                              redis=redis.Redis.from_url(settings.broker_url), description=described["public"])
     start_heartbeat(_context)
+    _context.reconciler = start_reconciler(_context)
     log.info("worker %s ready: %s", described["name"], described["public"])
+
+
+def start_reconciler(ctx: WorkerContext):
+    """Every worker runs the reconciler for the jobs in its output root (common/reconcile.py)."""
+    from common import dispatch
+    from common.celery_app import make_app
+    from common.paths import is_within
+    from common.reconcile import Reconciler
+
+    app = make_app(ctx.settings)
+    reconciler = Reconciler(ctx.redis, lambda plan, output, ids: dispatch.publish_shards(app, ctx.redis, plan, output, ids),
+                            accepts=lambda output: is_within(output, ctx.output_root),
+                            interval_s=ctx.settings.reconcile_interval_s)
+    reconciler.start()
+    return reconciler
+
+
+def record_time_limit(sender=None, task_id=None, exception=None, kwargs=None, **_):
+    """In the worker's main process, when the hard time limit killed a shard's pool child: note why,
+    so that the quarantine record of a shard that always hits it says so (the child cannot)."""
+    if not isinstance(exception, TimeLimitExceeded) or not isinstance(kwargs, dict):
+        return
+    job, shard = kwargs.get("job_id"), kwargs.get("shard_id")
+    if not (isinstance(job, str) and JOB_NAME.match(job) and isinstance(shard, str) and SHARD_ID.match(shard)):
+        return
+    settings = load_settings()
+    try:
+        redis.Redis.from_url(settings.broker_url).hset(
+            keys.job_errors(job), shard, f"TimeLimitExceeded: killed by the hard time limit "
+                                         f"({settings.task_time_limit_s} s, QWEN3B_TASK_TIME_LIMIT_S)")
+    except redis.RedisError:
+        pass
 
 
 def warm_up(engine) -> None:
@@ -81,13 +120,23 @@ def run_compile_task(self, **message):
     from workers.compile.job import run_delivery
 
     ctx = compile_context()
-    request = CompileRequest.model_validate(message)
+    try:
+        request = CompileRequest.model_validate(message)
+    except pydantic.ValidationError as exc:
+        log.error("refused a compile message: %s", exc)  # not ours, or crafted: dropped, never run
+        return "refused"
     artifact_id = request.key.artifact_id
 
     def report(state: str, **fields) -> None:
         write_status(ctx.redis, artifact_id, request.job, state, **fields)
         log.info("compile %s: %s %s", artifact_id, state, fields.get("reason", ""))
 
+    if not HUB_ID.match(request.model.source):
+        try:
+            check_within(request.model.source, ctx.input_roots, "model", f"{ENV_PREFIX}INPUT_ROOTS")
+        except RefusedMessage as exc:
+            report("failed", reason=f"refused: {exc}")
+            return "refused"
     ctx.current_shard = artifact_id
     try:
         return run_delivery(request, ArtifactStore(ctx.settings.artifact_store), ctx.redis, report,

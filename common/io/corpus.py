@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from common import defaults
-from common.errors import Qwen3BatchError
+from common.errors import PermanentShardError, Qwen3BatchError
 from common.schemas import InputFile, ShardSpec
 
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
@@ -99,23 +99,31 @@ def scan_file(path: Path, fmt: str, file_index: int, columns: tuple[str, ...], i
 
 
 def _scan_jsonl(path: Path, file_index: int, id_column: str, shard_rows: int, on_ids):
+    """One pass over the file; each shard's byte range is hashed on the way (the bytes are read
+    anyway), so a worker can tell that the file changed under the plan before it reads a row."""
     shards, rows, offset, lines = [], 0, 0, 0
     start_row, start_offset, start_line = 0, 0, 0
     ids, id_rows = [], []
     want_ids = id_column != defaults.ROW_NUMBER_ID
+    digest = hashlib.sha256()
+
+    def cut(end_row: int, end_offset: int) -> ShardSpec:
+        return ShardSpec(shard_id=shard_id(file_index, start_row), file_index=file_index, row_start=start_row,
+                         row_end=end_row, byte_offset=start_offset, line_start=start_line, byte_end=end_offset,
+                         sha256=digest.hexdigest())
+
     with open(path, "rb") as f:
-        for line in f:
-            line_offset, offset = offset, offset + len(line)
+        for raw in f:
+            line_offset, offset = offset, offset + len(raw)
             lines += 1
-            if rows == 0 and line.startswith(BOM):
-                line = line[len(BOM):]
+            line = raw[len(BOM):] if rows == 0 and raw.startswith(BOM) else raw
+            if line.strip() and rows and rows % shard_rows == 0:
+                shards.append(cut(rows, line_offset))
+                start_row, start_offset, start_line = rows, line_offset, lines - 1
+                digest = hashlib.sha256()
+            digest.update(raw)
             if not line.strip():
                 continue
-            if rows and rows % shard_rows == 0:
-                shards.append(ShardSpec(shard_id=shard_id(file_index, start_row), file_index=file_index,
-                                        row_start=start_row, row_end=rows, byte_offset=start_offset,
-                                        line_start=start_line))
-                start_row, start_offset, start_line = rows, line_offset, lines - 1
             if want_ids:
                 ids.append(_jsonl_id(line, id_column))
                 id_rows.append(rows)
@@ -126,9 +134,7 @@ def _scan_jsonl(path: Path, file_index: int, id_column: str, shard_rows: int, on
     if ids:
         on_ids(file_index, id_rows, ids)
     if rows > start_row:
-        shards.append(ShardSpec(shard_id=shard_id(file_index, start_row), file_index=file_index,
-                                row_start=start_row, row_end=rows, byte_offset=start_offset,
-                                line_start=start_line))
+        shards.append(cut(rows, offset))
     return rows, shards
 
 
@@ -187,6 +193,59 @@ def normalize_id(value):
     return None
 
 
+# --- checking that an input is still the one planned ------------------------------------------------
+class InputChangedError(InputError, PermanentShardError):
+    """An input file's bytes differ from what the plan recorded: its shards cannot be run."""
+
+
+def check_input(info: InputFile, shard: ShardSpec | None = None) -> None:
+    """Raise InputChangedError unless the input still holds the planned bytes: for a jsonl shard
+    that carries one, the hash of its own byte range (a worker reads nothing else); otherwise the
+    file's size and the hash of its head and tail (for Parquet that covers the footer, which
+    names every column chunk's offset and size)."""
+    path = Path(info.path)
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise InputChangedError(f"input_changed: {path} cannot be read any more ({exc.strerror})") from exc
+    if shard is not None and shard.sha256:
+        if size < shard.byte_end or range_sha256(path, shard.byte_offset, shard.byte_end) != shard.sha256:
+            raise InputChangedError(
+                f"input_changed: {path} bytes {shard.byte_offset}..{shard.byte_end} (shard {shard.shard_id}) differ "
+                "from the plan; the file was rewritten after the job was submitted. Restore it, or submit the new "
+                "file to another --out")
+        return
+    if size != info.size or sample_sha256(path, size) != info.sample_sha256:
+        raise InputChangedError(
+            f"input_changed: {path} is not the file that was planned (size {info.size:,} -> {size:,} bytes, or its "
+            "sampled content differs). Restore it, or submit the new file to another --out")
+
+
+def changed_inputs(inputs: tuple[InputFile, ...]) -> list[str]:
+    """A line per input file that differs from the plan (size or sampled content), for status and resume."""
+    changed = []
+    for info in inputs:
+        try:
+            check_input(info)
+        except InputChangedError as exc:
+            changed.append(str(exc).removeprefix("input_changed: "))
+    return changed
+
+
+def range_sha256(path: Path, start: int, end: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        f.seek(start)
+        left = end - start
+        while left > 0:
+            block = f.read(min(left, 1 << 20))
+            if not block:
+                break
+            h.update(block)
+            left -= len(block)
+    return h.hexdigest()
+
+
 # --- reading a shard ----------------------------------------------------------------------------
 def read_rows(info: InputFile, shard: ShardSpec, columns: tuple[str, ...], id_column: str,
               row_id_base: int = 0) -> Iterator[Row]:
@@ -218,8 +277,8 @@ def _read_jsonl(path: Path, shard: ShardSpec, columns, id_column) -> Iterator[Ro
             if seen == wanted:
                 return
     if seen < wanted:
-        raise InputError(f"input {path} changed since it was planned: shard {shard.shard_id} expected "
-                         f"{wanted} rows from byte {shard.byte_offset}, found {seen}")
+        raise InputChangedError(f"input_changed: {path} changed since it was planned: shard {shard.shard_id} "
+                                f"expected {wanted} rows from byte {shard.byte_offset}, found {seen}")
 
 
 def parse_jsonl_line(line: bytes, line_no: int, columns, id_column, row_index: int) -> Row:

@@ -27,11 +27,11 @@ def test_a_worker_with_other_reliability_settings_refuses_to_start_naming_each_d
     register_or_check(client, load_settings({}), "first@host1")
     # When a worker starts with a shorter visibility timeout and another attempt cap
     refused = start_worker_cli(compose_redis.url, tiny_embed_model, "odd@host2",
-                               {"QWEN3B_VISIBILITY_TIMEOUT_S": "1900", "QWEN3B_MAX_ATTEMPTS": "5"})
+                               {"QWEN3B_VISIBILITY_TIMEOUT_S": "4000", "QWEN3B_MAX_ATTEMPTS": "5"})
     # Then it exits before Celery starts, naming each differing setting with both values and what to do
     assert refused.returncode == 2, refused.stdout + refused.stderr
     assert "odd@host2 refuses to start" in refused.stderr and "registered for this cluster (by first@host1" in refused.stderr
-    assert "visibility_timeout: this process 1900, cluster 3600 (QWEN3B_VISIBILITY_TIMEOUT_S)" in refused.stderr
+    assert "visibility_timeout: this process 4000, cluster 3600 (QWEN3B_VISIBILITY_TIMEOUT_S)" in refused.stderr
     assert "max_attempts: this process 5, cluster 3 (QWEN3B_MAX_ATTEMPTS)" in refused.stderr
     assert "task_time_limit" not in refused.stderr  # only what differs
     assert "producer cluster-settings --reset" in refused.stderr

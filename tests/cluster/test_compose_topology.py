@@ -32,6 +32,7 @@ def local_environment(spec: dict, service: str, redis_url: str, tmp_path) -> dic
 
 def start_service(spec, service, argv, redis_url, tmp_path, extra_env=None) -> cluster.Worker:
     env = {**local_environment(spec, service, redis_url, tmp_path), **SIMULATED, **(extra_env or {})}
+    (tmp_path / "data" / "out").mkdir(parents=True, exist_ok=True)  # the compose file's mounted volume
     name = compose.option(argv, "--name") or service
     return cluster.start_cli(argv, name, redis_url, tmp_path / "logs", env=env)
 

@@ -10,7 +10,6 @@ from common.celery_app import make_app
 from common.errors import ConfigError
 from common.settings import load_settings
 from workers import compose
-from workers.runner import WorkerContext, handle_message
 
 
 def test_tls_files_are_folded_into_a_rediss_url_with_certificate_checks_on(tmp_path):
@@ -34,7 +33,9 @@ def test_a_bare_rediss_url_still_checks_certificates_and_redis_urls_use_no_tls()
     ({"QWEN3B_BROKER_URL": "rediss://h/0", "QWEN3B_BROKER_TLS_CA_FILE": "/no/such/ca.crt"},
      "QWEN3B_BROKER_TLS_CA_FILE=/no/such/ca.crt: no such file"),
     ({"QWEN3B_BROKER_URL": "amqp://h/"}, "must start with redis:// or rediss://"),
-    ({"QWEN3B_VISIBILITY_TIMEOUT_S": "100", "QWEN3B_TASK_TIME_LIMIT_S": "100"}, "must exceed"),
+    ({"QWEN3B_VISIBILITY_TIMEOUT_S": "100", "QWEN3B_TASK_TIME_LIMIT_S": "100"}, "at least twice"),
+    ({"QWEN3B_VISIBILITY_TIMEOUT_S": "199", "QWEN3B_TASK_TIME_LIMIT_S": "100",
+      "QWEN3B_TASK_SOFT_TIME_LIMIT_S": "90"}, "at least twice"),
 ])
 def test_bad_broker_settings_are_errors_naming_the_variable(env, message):
     with pytest.raises(ConfigError, match=message):
@@ -64,12 +65,12 @@ def test_a_relative_output_goes_under_the_output_root_and_nothing_may_leave_it(t
     assert load_settings({}).output_location("../anywhere") == "../anywhere"  # no root: no rule
 
 
-def test_a_worker_drops_a_shard_message_that_would_write_outside_the_output_root(tmp_path):
-    ctx = WorkerContext(name="w", engine=None, settings=load_settings({"QWEN3B_OUTPUT_ROOT": str(tmp_path / "out")}),
-                        redis=None, description={})
-    message = {"job_id": "job-x", "output": "/etc/evil", "shard_id": "00000-000000000000",
-               "input_path": "/dev/null", "row_start": 0, "row_end": 1}
-    assert handle_message(ctx, message) == "refused"
+def test_a_worker_with_no_roots_set_accepts_only_its_start_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings({})
+    assert settings.worker_output_root == str(tmp_path) and settings.worker_input_roots == (str(tmp_path),)
+    roots = load_settings({"QWEN3B_OUTPUT_ROOT": "/data/out", "QWEN3B_INPUT_ROOTS": "/data/in, /models"})
+    assert roots.worker_output_root == "/data/out" and roots.worker_input_roots == ("/data/in", "/models")
 
 
 @pytest.mark.parametrize("text, expected", [

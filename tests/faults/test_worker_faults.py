@@ -6,6 +6,7 @@ backend (real tokenisation and batching, no torch): they start in a second, whic
 suite short. The torch path through the same worker code is covered in tests/integration.
 """
 
+import os
 import signal
 import time
 
@@ -13,75 +14,31 @@ import pytest
 
 from common.io.store import OutputStore
 from common.jobstate import read_state
-from workers import cluster
-from workers.pipeline import FAULT_POINTS
+from common.schemas import ShardMessage
+from tests.faults.conftest import faults, send_through_plain_celery, start, submit, wait_for
 from tests.integration.conftest import assert_every_id_exactly_once, wait_until_finished, write_corpus
+from workers.pipeline import FAULT_POINTS
 
 pytestmark = pytest.mark.slow
 
 
-SIM = {"QWEN3B_SIM_BATCH_S": "0.02"}
-
-
-def start(c, n, model, env=None):
-    return c.start_workers(n, model, backend="simulated", env={**SIM, **(env or {})})
-
-
-def submit(c, model, corpus, out, shard_rows, *extra, env=None):
-    result = c.producer("submit", corpus, "--model", model, "--out", out, "--dtype", "fp32", "--backend", "simulated",
-                        "--shard-rows", shard_rows, *extra, env=env)
-    assert result.returncode in (0, 1), result.stderr
-    return result
-
-
-def wait_for_busy_worker(c, worker, timeout_s=60) -> str:
-    """The shard id the worker is running, once it is running one."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        beat = cluster.heartbeat(c.redis.client(), worker.name)
-        if beat and beat["current_shard"]:
-            return beat["current_shard"]
-        time.sleep(0.1)
-    raise TimeoutError(f"{worker.name} never started a shard:\n{worker.log()[-3000:]}")
-
-
 def test_a_worker_child_killed_mid_shard_has_its_shard_redelivered_and_committed_once(local_cluster, tiny_embed_model,
-                                                                                     tmp_path):
-    # Given a worker that is slow on every shard (so it can be caught mid-shard)
+                                                                                     tmp_path, barrier):
+    # Given a worker held in the middle of its first shard
     ids = write_corpus(tmp_path / "c.jsonl", 600)
-    [worker] = start(local_cluster, 1, tiny_embed_model, env={"QWEN3B_FAULTS": "after_compute:sleep=2"})
+    [worker] = start(local_cluster, 1, tiny_embed_model, env=faults(barrier, "after_compute:wait-once"))
     submit(local_cluster, tiny_embed_model, tmp_path / "c.jsonl", tmp_path / "out", 200)
-    # When its pool child is SIGKILLed in the middle of a shard
-    shard = wait_for_busy_worker(local_cluster, worker)
+    [shard] = barrier.wait_reached("after_compute")
+    # When its pool child is SIGKILLed there
     children = worker.pids()[1:]
     assert children, "the prefork pool child was not found"
     for pid in children:
-        import os
         os.kill(pid, signal.SIGKILL)
     # Then the shard comes back (reject on worker lost), is committed once, and nothing is lost
     state = wait_until_finished(tmp_path / "out", timeout_s=180)
     assert shard in state.commits
     assert_every_id_exactly_once(ids, tmp_path / "out")
     assert "WorkerLostError" in worker.log() or "Process 'ForkPoolWorker" in worker.log()
-
-
-def test_a_lost_node_has_its_shard_redelivered_after_the_visibility_timeout(local_cluster, tiny_embed_model, tmp_path):
-    # Given a short visibility timeout shared by all workers, and one worker that will vanish mid-shard
-    env = {"QWEN3B_VISIBILITY_TIMEOUT_S": "8", "QWEN3B_TASK_TIME_LIMIT_S": "6", "QWEN3B_TASK_SOFT_TIME_LIMIT_S": "5",
-           "QWEN3B_FAULTS": "after_compute:sleep=3"}
-    ids = write_corpus(tmp_path / "c.jsonl", 400)
-    [doomed] = start(local_cluster, 1, tiny_embed_model, env=env)
-    submit(local_cluster, tiny_embed_model, tmp_path / "c.jsonl", tmp_path / "out", 200, env=env)
-    shard = wait_for_busy_worker(local_cluster, doomed)
-    # When its whole process tree is killed at once (nobody is left to requeue anything)
-    doomed.signal_all(signal.SIGKILL)
-    killed_at = time.monotonic()
-    start(local_cluster, 1, tiny_embed_model, env={k: v for k, v in env.items() if k != "QWEN3B_FAULTS"})
-    # Then a survivor gets the shard back once the visibility timeout has passed, and the job completes
-    state = wait_until_finished(tmp_path / "out", timeout_s=120)
-    assert state.commits[shard].worker != doomed.name
-    assert time.monotonic() - killed_at >= 8 - 1
-    assert_every_id_exactly_once(ids, tmp_path / "out")
 
 
 @pytest.mark.parametrize("point", FAULT_POINTS)
@@ -102,37 +59,43 @@ def test_a_crash_at_any_step_of_the_commit_loses_nothing(local_cluster, tiny_emb
 
 
 def test_racing_duplicate_deliveries_commit_once_and_a_late_zombie_changes_nothing(local_cluster, tiny_embed_model,
-                                                                                   tmp_path):
-    # Given two workers, one of which pauses before every commit, and every shard enqueued twice
+                                                                                   tmp_path, barrier):
+    # Given a worker held just before committing a shard (a zombie to be)
     ids = write_corpus(tmp_path / "c.jsonl", 400)
     out = tmp_path / "out"
-    [zombie] = start(local_cluster, 1, tiny_embed_model, env={"QWEN3B_FAULTS": "before_commit:sleep=8"})
+    [zombie] = start(local_cluster, 1, tiny_embed_model, env=faults(barrier, "before_commit:wait"))
+    submit(local_cluster, tiny_embed_model, tmp_path / "c.jsonl", out, 200)
+    [shard] = barrier.wait_reached("before_commit")
+    # When a duplicate of its message, sent through a plain Celery client, is committed by another worker
+    plan = OutputStore(out).load_plan()
+    duplicate = ShardMessage(job_id=plan.job_id, output=str(OutputStore(out).root), shard_id=shard,
+                             input_path=plan.inputs[0].path, row_start=plan.shard(shard).row_start,
+                             row_end=plan.shard(shard).row_end)
+    send_through_plain_celery(local_cluster.url, plan.queue, "embed.shard", duplicate.model_dump())
     start(local_cluster, 1, tiny_embed_model)
-    for _ in range(2):
-        submit(local_cluster, tiny_embed_model, tmp_path / "c.jsonl", out, 200)
-    # When the other worker commits while the zombie sleeps, and the zombie then wakes up and commits too
+    wait_for(lambda: OutputStore(out).load_commit(shard), 60, "the duplicate's commit")
+    winner = OutputStore(out).load_commit(shard)
+    committed_bytes = (out / winner.data_file).read_bytes()
+    # and the zombie then wakes up and commits too
+    barrier.release("before_commit")
     state = wait_until_finished(out, timeout_s=120)
-    committed = {sid: (c.attempt, (out / c.data_file).stat().st_ino, (out / c.data_file).read_bytes())
-                 for sid, c in state.commits.items()}
-    deadline = time.monotonic() + 60
-    while "'lost_race'" not in zombie.log() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    # Then exactly one commit per shard stands, the committed files are unchanged, the loser left nothing
-    assert "'lost_race'" in zombie.log(), local_cluster.logs()
-    after = read_state(OutputStore(out)).commits
-    assert {sid: (c.attempt, (out / c.data_file).stat().st_ino, (out / c.data_file).read_bytes())
-            for sid, c in after.items()} == committed
-    assert not any(p.is_file() for p in (out / "_tmp").rglob("*")) if (out / "_tmp").exists() else True
+    wait_for(lambda: "'lost_race'" in zombie.log(), 60, "the zombie's late commit")
+    # Then exactly one commit stands for the shard, its file is unchanged, and the loser left nothing
+    assert winner.worker != zombie.name
+    assert state.commits[shard].attempt == winner.attempt
+    assert (out / winner.data_file).read_bytes() == committed_bytes
+    leftovers = [p for p in (out / "_tmp").rglob("*") if p.is_file()] if (out / "_tmp").exists() else []
+    assert not leftovers, leftovers
     assert_every_id_exactly_once(ids, out)
 
 
-def test_sigterm_requeues_the_running_shard_within_seconds(local_cluster, tiny_embed_model, tmp_path):
-    # Given a long visibility timeout, and a worker deep in a long shard
-    env = {"QWEN3B_SOFT_SHUTDOWN_TIMEOUT_S": "2", "QWEN3B_FAULTS": "after_compute:sleep=60"}
+def test_sigterm_requeues_the_running_shard_within_seconds(local_cluster, tiny_embed_model, tmp_path, barrier):
+    # Given a long visibility timeout, and a worker held in the middle of a shard
+    env = {"QWEN3B_SOFT_SHUTDOWN_TIMEOUT_S": "2", **faults(barrier, "after_compute:wait")}
     ids = write_corpus(tmp_path / "c.jsonl", 200)
     [deployed] = start(local_cluster, 1, tiny_embed_model, env=env)
     submit(local_cluster, tiny_embed_model, tmp_path / "c.jsonl", tmp_path / "out", 200)
-    shard = wait_for_busy_worker(local_cluster, deployed)
+    [shard] = barrier.wait_reached("after_compute")
     # When it gets SIGTERM (a deploy), and a replacement starts
     deployed.process.send_signal(signal.SIGTERM)
     sent_at = time.monotonic()
@@ -145,9 +108,11 @@ def test_sigterm_requeues_the_running_shard_within_seconds(local_cluster, tiny_e
     assert_every_id_exactly_once(ids, tmp_path / "out")
 
 
-def test_a_shard_over_its_time_limit_is_quarantined_with_its_reason(local_cluster, tiny_embed_model, tmp_path):
+def test_a_shard_over_its_soft_time_limit_is_quarantined_with_its_reason(local_cluster, tiny_embed_model, tmp_path,
+                                                                        barrier):
+    # Given a shard held (in Python, where the soft limit's exception lands) past the soft time limit
     env = {"QWEN3B_TASK_TIME_LIMIT_S": "4", "QWEN3B_TASK_SOFT_TIME_LIMIT_S": "2", "QWEN3B_VISIBILITY_TIMEOUT_S": "9",
-           "QWEN3B_FAULTS": "after_compute:sleep=30@00000-000000000200"}
+           **faults(barrier, "after_compute:wait@00000-000000000200")}
     ids = write_corpus(tmp_path / "c.jsonl", 400)
     start(local_cluster, 1, tiny_embed_model, env=env)
     result = submit(local_cluster, tiny_embed_model, tmp_path / "c.jsonl", tmp_path / "out", 200, "--wait", env=env)

@@ -37,7 +37,7 @@ def test_an_artifact_of_another_model_under_the_same_tag_is_not_found(tmp_path):
     with store.staging() as staged:
         stage(store, staged, "x")
         store.publish(staged, manifest("job-1"))
-    other = ModelRef(source="/models/m", identity="cd" * 32, tag="m-abababab")
+    other = ModelRef(source="/models/m", identity="ab" * 4 + "cd" * 28, tag="m-abababab")
     assert store.find(other, "onnx", "embed", "int8") == []
     mine = ModelRef(source="/models/m", identity="ab" * 32, tag="m-abababab")
     assert [m.key for m in store.find(mine, "onnx", "embed", "int8")] == [KEY]

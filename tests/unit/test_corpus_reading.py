@@ -7,7 +7,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from common.io import corpus
-from common.schemas import ShardSpec
 
 COLUMNS = ("text",)
 

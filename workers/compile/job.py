@@ -20,6 +20,8 @@ from pathlib import Path
 
 from common.artifacts import ArtifactStore
 from common.errors import Qwen3BatchError
+from common.io.output import sha256_file
+from common.model_identity import model_ref
 from common.schemas import ArtifactManifest, CompileRequest, Validation
 from workers.compile.validate import ValidationFailed, validate
 
@@ -37,6 +39,7 @@ def run_compile(request: CompileRequest, store: ArtifactStore, report: Report = 
     report("running", host=socket.gethostname())
     started = time.perf_counter()
     try:
+        identity = verify_model(request)
         source = published_fp32_graph(store, key) if key.backend == "onnx" else None
         with store.staging() as staged, tempfile.TemporaryDirectory(prefix="compile-") as work:
             files, inputs, outputs, versions = build(request, source, staged, Path(work))
@@ -44,7 +47,8 @@ def run_compile(request: CompileRequest, store: ArtifactStore, report: Report = 
             if validation is not None and not validation.passed:
                 return finish(report, "failed", reason=rejection(validation), validation=validation.model_dump())
             manifest = ArtifactManifest(
-                key=key, model_source=request.model.source, files=tuple(files), inputs=inputs, outputs=outputs,
+                key=key, model_source=request.model.source, model_identity=identity, files=tuple(files),
+                files_sha256={name: sha256_file(staged / name) for name in files if (staged / name).is_file()}, inputs=inputs, outputs=outputs,
                 validation=validation, validation_note=note, tool_versions=versions,
                 derived_from=str(source.parent) if source else "",
                 compile_seconds=round(time.perf_counter() - started, 2),
@@ -60,6 +64,18 @@ def run_compile(request: CompileRequest, store: ArtifactStore, report: Report = 
         return finish(report, "failed", reason=f"{type(exc).__name__}: {exc}")
     return finish(report, "published", folder=str(store.folder(key)), seconds=manifest.compile_seconds,
                   validation=validation.model_dump() if validation else None, note=note)
+
+
+def verify_model(request: CompileRequest) -> str:
+    """The identity of the checkpoint this job would load, recomputed from its files. A message whose
+    source is not the model its key names (model B under model A's key) would publish B's graph for
+    A's workers: a silent model swap. It is refused instead."""
+    found = model_ref(request.model.source)
+    if found.identity != request.key.model_identity:
+        raise Qwen3BatchError(
+            f"refused: {request.model.source} has identity {found.identity[:12]}, but the job's key names model "
+            f"{request.key.model_tag} ({request.key.model_identity[:12]}); nothing was compiled")
+    return found.identity
 
 
 def run_delivery(request: CompileRequest, store: ArtifactStore, client, report: Report, max_attempts: int,

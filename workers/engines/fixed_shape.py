@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from common import defaults
-from common.artifacts import ArtifactStore, missing_artifacts_message
+from common.artifacts import ArtifactStore, missing_artifacts_message, verify_artifact
 from common.defaults import ENDOFTEXT_TOKEN, RERANK_NO_TOKEN, RERANK_YES_TOKEN
 from common.errors import ConfigError, ModelLoadError
 from common.model_identity import model_ref
@@ -108,7 +108,8 @@ def find_artifacts(spec: EngineSpec, store: ArtifactStore | None = None) -> list
     lengths, then the largest), each with its entry file; a clear error naming the compile
     command when there are none."""
     store = store or ArtifactStore(load_settings().artifact_store)
-    found = store.find(model_ref(spec.model), spec.backend, spec.task, spec.dtype)
+    model = model_ref(spec.model)
+    found = store.find(model, spec.backend, spec.task, spec.dtype)
     if not found:
         raise ModelLoadError(missing_artifacts_message(store, spec.model, spec.backend, spec.task, spec.dtype,
                                                        spec.seqlens, defaults.DEFAULT_COMPILE_BATCH))
@@ -116,4 +117,4 @@ def find_artifacts(spec: EngineSpec, store: ArtifactStore | None = None) -> list
     for manifest in found:
         by_batch.setdefault(manifest.key.batch, []).append(manifest)
     batch = max(by_batch, key=lambda b: (len(by_batch[b]), b))
-    return [(m, store.folder(m.key) / m.files[0]) for m in by_batch[batch]]
+    return [(m, verify_artifact(store, m, model)) for m in by_batch[batch]]
