@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 MODELS ?= .cache/models
 DEMO_ROWS ?= 2000
 
-.PHONY: setup redis demo test bench-engine bench-perf rehearsal clean
+.PHONY: setup redis demo test bench-engine bench-perf perf-docs rehearsal clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,7 +38,7 @@ demo: setup
 	$(PY) -m workers build-model --task embed --shape tiny --out $(MODELS)
 	$(PY) scripts/demo_corpus.py --out .cache/demo/corpus.jsonl --rows $(DEMO_ROWS)
 	$(PY) -m producer submit .cache/demo/corpus.jsonl --model $(MODELS)/qwen3-embed-tiny-random-s1234 \
-	  --out out/demo-embed --local --dtype fp32 --shard-rows 500
+	  --out out/demo-embed --local --shard-rows 500
 	$(PY) scripts/show_output.py out/demo-embed
 
 test: setup redis
@@ -47,13 +47,17 @@ test: setup redis
 # The first run also compiles the ONNX fp32 and int8 artifacts of the 0.6B shape into .cache/artifacts
 # (about 2-4 min each on 2 cores); later runs reuse them.
 bench-engine: setup
-	$(PY) -m workers.bench.engine_bench
+	$(PY) -m workers.bench.engine
 
 # Latency and throughput of the 0.6B shape on this machine, both modes, with plots (README "workers bench").
 bench-perf: setup
 	$(PY) -m workers build-model --task embed --shape 0.6b --out $(MODELS)
 	$(PY) -m workers bench --model $(MODELS)/qwen3-embed-0.6b-random-s1234 --dtype bf16 \
 	  --sweep-batch 1,4 --sweep-seqlen 128,512 --iterations 3 --warmup 1 --out bench-results/perf-cpu-embed-bf16.json
+
+# docs/performance.md, from the JSON files in bench-results/ (a test fails when it is out of date)
+perf-docs: setup
+	$(PY) scripts/perf_docs.py
 
 # Three hosts in network namespaces, one powered off mid-job (root: ip netns). README "Running on a cluster".
 rehearsal: setup redis

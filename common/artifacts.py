@@ -96,11 +96,18 @@ class ArtifactStore:
         return True
 
 
-def verify_artifact(store: ArtifactStore, manifest: ArtifactManifest, model: ModelRef) -> Path:
+def verify_artifact(store: ArtifactStore, manifest: ArtifactManifest, model: ModelRef,
+                    allow_unvalidated: bool = False) -> Path:
     """The artifact's entry file, once it is proven to be this model's: the identity the compile
     worker recomputed from the checkpoint it exported is the identity of the checkpoint this engine
-    loads its tokenizer from, and every file has the checksum recorded at publish time."""
+    loads its tokenizer from, every file has the checksum recorded at publish time, and it was
+    validated against the torch engine (or the operator allows one that was not)."""
     folder = store.folder(manifest.key)
+    if manifest.validation is None and not allow_unvalidated:
+        raise ModelLoadError(
+            f"artifact {folder} was published without validation ({manifest.validation_note or 'no figures'}): "
+            "compile it where its runtime can run it, or set QWEN3B_ALLOW_UNVALIDATED_ARTIFACTS=1 to serve it "
+            "unchecked")
     if manifest.model_identity != model.identity or manifest.key.model_identity != model.identity:
         raise ModelLoadError(
             f"artifact {folder} was compiled from a model with identity "

@@ -68,12 +68,15 @@ def make_app(settings: Settings, queues: list[str] = ()) -> Celery:
         broker_use_ssl=broker_ssl(settings),
         broker_connection_retry_on_startup=True,  # wait for Redis instead of exiting
         broker_connection_max_retries=None,
-        worker_cancel_long_running_tasks_on_connection_loss=True,
+        # A Redis blip must not kill the shards being computed (minutes of device time): a shard whose
+        # ack is lost with the connection runs again later and finds itself committed.
+        worker_cancel_long_running_tasks_on_connection_loss=False,
         worker_soft_shutdown_timeout=settings.soft_shutdown_timeout_s,
         worker_enable_soft_shutdown_on_idle=True,
         worker_send_task_events=True,  # visible in Flower
         task_send_sent_event=True,  # Flower shows queued shards, not only started ones
         worker_hijack_root_logger=False,
+        worker_redirect_stdouts_level="INFO",  # the weight-loading bar and prints are progress, not warnings
     )
     configure_signing(app, settings)
     return app

@@ -19,6 +19,7 @@ MIN_EMBEDDING_DIM = 32  # smallest MRL dimension the models were trained for
 # --- batching ---------------------------------------------------------------------------------
 DEFAULT_SEQLENS = (64, 128, 256, 512)  # length buckets, tokens
 SEQLEN_MULTIPLE = 16  # compiled lengths are multiples of 16 (vamc)
+MAX_SEQLEN = 32768  # the Qwen3-Embedding / Reranker context length, tokens
 DEFAULT_BATCH_TOKENS = 16384  # padded tokens per forward pass; batch size = this // bucket
 DEFAULT_MAX_BATCH_ROWS = 256
 # A document is cut to this many characters per token of the largest bucket BEFORE tokenising,
@@ -28,7 +29,10 @@ CHARS_PER_TOKEN_CAP = 160
 
 # --- engines ------------------------------------------------------------------------------------
 DEFAULT_BACKEND = "torch"
-DEFAULT_DTYPE = "bf16"
+DEFAULT_DTYPE = "bf16"  # the engines' own default (EngineSpec); the CLIs default to "auto"
+# --dtype auto for the torch engine: exact fp32 on CPUs (bf16 pays only where the CPU has AMX or
+# avx512_bf16: ask for it), bf16 on CUDA cards.
+DEVICE_DTYPES = {"cpu": "fp32", "cuda": "bf16", "vacc": "fp16"}
 DEFAULT_DEVICE = "cpu"
 DEFAULT_PADDING_SIDE = "right"  # right padding needs no padding mask under causal attention
 
@@ -57,6 +61,10 @@ DEFAULT_QUERY_COLUMN = "query"
 DEFAULT_DOCUMENT_COLUMN = "document"
 ENGINE_CHUNK_ROWS = 2048  # rows handed to the engine at once inside a shard (bounds memory)
 READ_BATCH_ROWS = 8192  # rows per Arrow batch while streaming an input file
+# Planning reads the first rows of each jsonl file for the columns a job needs: a file where more
+# than this fraction of them lacks the text column is refused (a wrong --text-column).
+COLUMN_SAMPLE_ROWS = 1000
+MISSING_COLUMN_FRACTION = 0.5
 MAX_JSONL_LINE_BYTES = 256 * 1024 * 1024  # a longer line is rejected unparsed; a 200 MB document is not
 SAMPLE_HASH_BYTES = 1 << 20  # bytes hashed at each end of an input or weight file for its identity
 
@@ -83,3 +91,5 @@ RECONCILE_INTERVAL_S = 10
 RECONCILE_GRACE_S = 10
 BROKER_MAXMEMORY_POLICY = "noeviction"  # any evicting policy silently deletes queues
 PROGRESS_REFRESH_S = 1.0
+RATE_WINDOW_S = 20.0  # rows/s and tokens/s are over this many recent seconds, and so is the ETA
+PLAIN_PROGRESS_EVERY_S = 10.0  # without a terminal (CI, logs): one progress line this often

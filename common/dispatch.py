@@ -53,19 +53,23 @@ def shard_message(plan: Plan, output: str, shard_id: str) -> ShardMessage:
 
 def publish_shards(app: Celery, client: redis.Redis, plan: Plan, output: str, shard_ids: list[str],
                    on_progress: Callable[[int], None] = lambda n: None) -> int:
-    """One small message per shard, each recorded as queued once it is out. Duplicates are
-    harmless: commits are first-committer-wins."""
+    """One small message per shard. Each is recorded as queued BEFORE it is sent: a worker that takes
+    it deletes the record, which must not come back after it (a record written after the send could
+    outlive the message), and a reconciler pass during a long enqueue must not publish what this
+    call is about to. A record whose message never went out (this process died) is stale once the
+    queue is empty, and the reconciler then publishes the shard. Duplicates are harmless: commits
+    are first-committer-wins."""
     queue = make_queue(plan.queue)
     task_name = keys.SHARD_TASKS[plan.spec.task]
     sent = 0
     try:
+        mark_queued(client, plan.job_id, shard_ids)
         with app.producer_or_acquire() as producer:
             for shard_id in shard_ids:
                 faults.inject("enqueue", shard_id)
                 message = shard_message(plan, output, shard_id)
                 app.send_task(task_name, kwargs=message.model_dump(), queue=queue, declare=[queue],
                               producer=producer, retry=True, retry_policy=PUBLISH_RETRY_POLICY)
-                client.hset(keys.job_queued(plan.job_id), shard_id, time.time())
                 sent += 1
                 on_progress(sent)
     except (OperationalError, redis.ConnectionError) as exc:
@@ -73,6 +77,12 @@ def publish_shards(app: Celery, client: redis.Redis, plan: Plan, output: str, sh
                                      f"{len(shard_ids)} shards ({exc}); the reconciler publishes the rest once the "
                                      f"broker is back (or run `producer resume {plan.job_id}`)") from exc
     return sent
+
+
+def mark_queued(client: redis.Redis, job_id: str, shard_ids: list[str], chunk: int = 1000) -> None:
+    now = time.time()
+    for start in range(0, len(shard_ids), chunk):
+        client.hset(keys.job_queued(job_id), mapping=dict.fromkeys(shard_ids[start:start + chunk], now))
 
 
 def waiting_messages(client: redis.Redis, queue: str) -> int:

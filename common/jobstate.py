@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import pyarrow.parquet as pq
 
 from common.io.duplicates import DuplicateFinder
-from common.io.output import sha256_file
+from common.io.output import METADATA_PREFIX, sha256_file
 from common.io.store import OutputStore
 from common.schemas import CommitRecord, Plan, QuarantineRecord, SuccessMarker
 
@@ -97,9 +97,20 @@ def finalize(store: OutputStore, state: JobState, verify_checksums: bool = True)
         job_id=state.plan.job_id, status="completed_with_failures" if state.quarantined else "completed",
         rows_in=state.plan.rows_total, rows_out=state.rows_out, rows_rejected=state.rows_rejected,
         rows_in_quarantined_shards=quarantined_rows, shards_committed=len(state.commits),
-        shards_quarantined=tuple(sorted(state.quarantined)), finished_at=time.time())
+        shards_quarantined=tuple(sorted(state.quarantined)), finished_at=time.time(),
+        **made_by(store, state.commits))
     store.save_success(marker)
     return marker
+
+
+def made_by(store: OutputStore, commits: dict[str, CommitRecord]) -> dict:
+    """simulated / random_weights, from the data files' own metadata (what every worker wrote)."""
+    flags = {"simulated": False, "random_weights": False}
+    for commit in commits.values():
+        meta = pq.read_schema(store.root / commit.data_file).metadata or {}
+        for name in flags:
+            flags[name] |= meta.get(f"{METADATA_PREFIX}{name}".encode()) == b"true"
+    return flags
 
 
 def describes(marker: SuccessMarker, state: JobState) -> bool:

@@ -21,10 +21,11 @@ def model_tag(model_name: str, identity: str) -> str:
     return f"{name}-{identity[:8]}"
 
 
-def shard_queue(task: str, tag: str, dtype: str, backend: str) -> str:
-    """A job's model, task, dtype and backend decide its queue; a worker consumes only the
-    queues of what it has loaded, so a shard never runs on a worker with other settings."""
-    return f"{task}.{tag}.{dtype}.{backend}"
+def shard_queue(task: str, model_identity: str, dtype: str, backend: str) -> str:
+    """A job's model (by content: a copy in another folder is the same model), task, dtype and
+    backend decide its queue; a worker consumes only the queue of what it has loaded, so a shard
+    never runs on a worker with other settings."""
+    return f"{task}.{model_identity[:16]}.{dtype}.{backend}"
 
 
 def worker_queue(worker_name: str) -> str:

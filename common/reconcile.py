@@ -24,10 +24,11 @@ from dataclasses import dataclass, field
 
 import redis
 
-from common import defaults, dispatch, heartbeats, keys
+from common import defaults, dispatch, heartbeats, job_registry, keys
 from common.errors import Qwen3BatchError
 from common.io.store import OutputStore
 from common.jobstate import JobCheckError, JobState, finalize, read_state
+from common.paths import is_within
 from common.schemas import Plan
 
 log = logging.getLogger(__name__)
@@ -127,36 +128,54 @@ def finish(client: redis.Redis, store: OutputStore, state: JobState) -> None:
 
 class Reconciler:
     """The worker-side loop: every interval, each watched job gets one pass (if no other process
-    is passing over it). `accepts(output)` keeps it to outputs this worker may read."""
+    is passing over it). It watches the jobs of its output root only (`root`), from three sources:
+    Redis's active set, the root's job registry (common/job_registry.py, which outlives Redis and
+    this process) and the jobs this process worked on."""
 
-    def __init__(self, client: redis.Redis, publish: Publish, accepts: Callable[[str], bool],
+    def __init__(self, client: redis.Redis, publish: Publish, root: str,
                  interval_s: float = defaults.RECONCILE_INTERVAL_S, grace_s: float = defaults.RECONCILE_GRACE_S):
-        self.client, self.publish, self.accepts = client, publish, accepts
+        self.client, self.publish, self.root = client, publish, root
         self.interval_s, self.grace_s = interval_s, grace_s
         self.known: dict[str, str] = {}  # job -> output of the jobs this worker has worked on
         self.stores: dict[str, tuple[OutputStore, Plan]] = {}  # parsed once per output, commit cache kept
 
     def remember(self, job_id: str, output: str) -> None:
-        self.known[job_id] = output
+        """A job this worker took a message of: watched from now on, whatever Redis forgets."""
+        if job_id not in self.known:
+            self.known[job_id] = output
+            job_registry.register(self.root, job_id, output)
+
+    def accepts(self, output: str) -> bool:
+        return is_within(output, self.root)
 
     def watched(self) -> dict[str, str]:
-        """Jobs in Redis's active set, plus the ones this worker knows, which it registers again
-        (a Redis restart without persistence forgets them, and their queues with them)."""
-        jobs = {}
-        for raw in self.client.smembers(keys.active_jobs()):
-            job_id = raw.decode()
+        """Jobs in Redis's active set or the root's registry, plus the ones this worker knows, which it
+        registers again in Redis (a restart without persistence forgets them, and their queues)."""
+        active = {raw.decode() for raw in self.client.smembers(keys.active_jobs())}
+        jobs = dict(job_registry.registered(self.root))
+        for job_id in active:
             output = dispatch.job_output(self.client, job_id)
             if output:
                 jobs[job_id] = output
         for job_id, output in list(self.known.items()):
-            if job_id not in jobs:
-                store, plan = self.store_for(output)
+            jobs.setdefault(job_id, output)
+        watched = {}
+        for job_id, output in jobs.items():
+            if not self.accepts(output):
+                continue
+            if job_id not in active:  # Redis forgot it: register it again (unless it is finished or gone)
+                try:
+                    store, plan = self.store_for(output)
+                except (Qwen3BatchError, OSError, ValueError):
+                    job_registry.forget(self.root, job_id)  # its output was deleted
+                    continue
                 if read_state(store, plan).finished:
-                    del self.known[job_id]
+                    self.known.pop(job_id, None)
+                    job_registry.forget(self.root, job_id)
                     continue
                 dispatch.register_job(self.client, plan, output)
-                jobs[job_id] = output
-        return {j: o for j, o in jobs.items() if self.accepts(o)}
+            watched[job_id] = output
+        return watched
 
     def store_for(self, output: str) -> tuple[OutputStore, Plan]:
         if output not in self.stores:
@@ -181,6 +200,7 @@ class Reconciler:
             if outcome.finished:
                 self.known.pop(job_id, None)
                 self.stores.pop(output, None)
+                job_registry.forget(self.root, job_id)
             outcomes.append(outcome)
         return outcomes
 

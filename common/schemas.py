@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
-from common import defaults
+from common import defaults, options
 
 # Every id and tag that travels in a message, or becomes part of a path or a Redis key, has a pattern.
 JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -63,7 +63,10 @@ class ModelRef(Frozen):
 
 
 class JobSpec(Frozen):
-    """What the user asked for. Everything here is part of the job fingerprint."""
+    """What the user asked for. Everything here is part of the job fingerprint. It checks itself
+    when it is built (common/options.py), so a bad spec is refused before planning, naming the
+    option; the dimension's upper bound (the model's hidden size) is checked once the model's
+    config is read (producer/checks.py)."""
 
     task: Literal["embed", "rerank"] = "embed"
     model: ModelRef
@@ -77,7 +80,22 @@ class JobSpec(Frozen):
     text_column: str = defaults.DEFAULT_TEXT_COLUMN
     query_column: str = defaults.DEFAULT_QUERY_COLUMN
     document_column: str = defaults.DEFAULT_DOCUMENT_COLUMN
+    keep_columns: tuple[str, ...] = ()  # input columns copied into the output next to the id
     shard_rows: int = Field(default=defaults.DEFAULT_SHARD_ROWS, ge=1)
+
+    @model_validator(mode="after")
+    def _valid_options(self):
+        options.check_backend(self.backend)
+        options.check_dtype(self.dtype, self.backend)
+        multiple = defaults.SEQLEN_MULTIPLE if self.backend in options.COMPILED_BACKENDS else 1
+        object.__setattr__(self, "seqlens", options.validate_seqlens(self.seqlens, multiple))
+        options.check_dim(self.dim)
+        if self.dim is not None and self.task != "embed":
+            raise ValueError("--dim applies to embeddings only (--task embed)")
+        clash = set(self.keep_columns) & {"id", "embedding", "score", "n_tokens", "truncated"}
+        if clash:
+            raise ValueError(f"--keep-columns {', '.join(sorted(clash))}: the output has columns of that name")
+        return self
 
     @property
     def input_columns(self) -> tuple[str, ...]:
@@ -187,6 +205,9 @@ class SuccessMarker(Frozen):
     shards_committed: int
     shards_quarantined: tuple[str, ...]
     finished_at: float
+    # Whether the outputs are meaningless: run on the simulated backend, or on a random-weight model
+    simulated: bool = False
+    random_weights: bool = False
 
 
 # --- compiled artifacts ------------------------------------------------------------------------------

@@ -14,7 +14,6 @@ from common.errors import ConfigError
 from common.paths import is_within, real
 
 ENV_PREFIX = "QWEN3B_"
-WORKER_SPEC_ENV = ENV_PREFIX + "WORKER_SPEC"  # set by `workers start`, read in the pool child
 BROKER_SCHEMES = ("redis", "rediss")
 # Our TLS settings -> the query parameters that kombu (the workers' broker connection) and
 # redis-py (heartbeats, attempts, the producer) both read from a rediss:// URL.
@@ -48,6 +47,8 @@ class Settings:
     # A worker whose heartbeat is older than this is gone: its shard is published again at once.
     heartbeat_ttl_s: int = defaults.WORKER_HEARTBEAT_TTL_S
     reconcile_interval_s: int = defaults.RECONCILE_INTERVAL_S
+    # 1: serve compiled artifacts published without validation (a VACC compile on a host without a card)
+    allow_unvalidated_artifacts: int = 0
     model_cache: str = ".cache/models"
     signing_key: str = ""  # PEM RSA private key that signs the messages this process sends (message signing)
     signing_cert: str = ""  # PEM certificate of signing_key; other processes need it in their cert store
@@ -167,11 +168,3 @@ def load_settings(environ: dict | None = None) -> Settings:
         except ValueError:
             raise ConfigError(f"{ENV_PREFIX}{f.name.upper()}={raw!r} is not an integer") from None
     return Settings(**values)
-
-
-def parse_seqlens(text: str) -> tuple[int, ...]:
-    """"64,128,256,512" -> (64, 128, 256, 512), for the --seqlens options."""
-    try:
-        return tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise ConfigError(f"--seqlens {text!r}: expected comma-separated integers like 64,128,256,512") from None

@@ -10,7 +10,7 @@ from common.artifacts import ArtifactStore
 from common.compile_status import DONE, read_status, write_status
 from common.errors import ConfigError
 from common.schemas import ArtifactKey, CompileRequest, ModelRef
-from workers.batching import validate_seqlens
+from common.options import validate_seqlens
 
 
 def plan_compile(model: ModelRef, backend: str, task: str, dtype: str, seqlens, batch: int,

@@ -22,17 +22,21 @@ def engine_spec_for(plan: Plan, device: str) -> EngineSpec:
 
 
 def run_local(store: OutputStore, plan: Plan, device: str = defaults.DEFAULT_DEVICE,
-              max_attempts: int = defaults.DEFAULT_MAX_ATTEMPTS, on_shard=lambda outcome: None) -> None:
+              max_attempts: int = defaults.DEFAULT_MAX_ATTEMPTS, on_shard=lambda outcome: None,
+              on_progress=lambda rows, tokens: None) -> None:
     """Every pending shard, one after another, with the queued workers' policy: a failure is
     retried up to max_attempts, one that fails the same way every time (a changed input) is
     quarantined at once, and a cancel (`producer cancel OUT`) stops before the next shard."""
+    pending = read_state(store, plan).pending
+    if not pending:
+        return  # a finished job submitted again: no model to load
     engine = create_engine(engine_spec_for(plan, device))
-    for shard_id in read_state(store, plan).pending:
+    for shard_id in pending:
         if store.is_cancelled():
             return
         for attempt in range(1, max_attempts + 1):
             try:
-                on_shard(run_shard(store, plan, shard_id, engine, worker="local"))
+                on_shard(run_shard(store, plan, shard_id, engine, worker="local", progress=on_progress))
                 break
             except Exception as exc:  # one bad shard never kills the job
                 log.exception("shard %s failed (attempt %d/%d)", shard_id, attempt, max_attempts)

@@ -1,8 +1,9 @@
-"""Corpus -> job fingerprint + deterministic shards + duplicate ids. Pure: no broker here.
+"""Corpus -> job fingerprint + deterministic shards + duplicate ids. No broker here.
 
 The plan is computed by streaming every input once, in bounded memory, and written atomically
-to the output store before anything is enqueued. Ids seen earlier in the corpus are found with
-a hash-partitioned spill to disk, so memory does not grow with the corpus either.
+to the output store before anything is enqueued (the store's files are its only side effect).
+Ids seen earlier in the corpus are found with a hash-partitioned spill to disk, so memory does
+not grow with the corpus either.
 """
 
 import hashlib
@@ -11,65 +12,111 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from common.errors import ConfigError
 from common.io import corpus
 from common.io.duplicates import DuplicateFinder
-from common.io.store import OutputStore
+from common.io.store import JobConflictError, OutputStore
 from common.keys import shard_queue
-from common.errors import ConfigError
 from common.schemas import JOB_NAME, SEMANTICS_VERSION, JobSpec, Plan
 
 CODE_VERSION = "0.1.0"
 
 
-def fingerprint(spec: JobSpec, inputs: list[tuple[Path, str]]) -> str:
-    """Identity of a job: its inputs (path, size, mtime, sampled bytes), model, options and the
-    semantics version. Computed before scanning, so a resubmission costs no scan at all."""
+def input_identity(path: Path, fmt: str) -> tuple[str, str, int, str]:
+    """What identifies an input: its path, format, size and a hash of its head and tail bytes. Not
+    its mtime: a file rewritten with the same bytes (a demo's corpus) is the same input."""
+    size = path.stat().st_size
+    return str(path), fmt, size, corpus.sample_sha256(path, size)
+
+
+def fingerprint(spec: JobSpec, inputs: list[tuple[str, str, int, str]]) -> str:
+    """Identity of a job: its inputs' identities, model, options and the semantics version.
+    Computed before scanning, so a resubmission costs no scan at all."""
     h = hashlib.sha256()
     h.update(spec.model_dump_json().encode())
     h.update(f"semantics={SEMANTICS_VERSION}".encode())
-    for path, fmt in inputs:
-        st = path.stat()
-        h.update(json.dumps([str(path), fmt, st.st_size, st.st_mtime_ns,
-                             corpus.sample_sha256(path, st.st_size)]).encode())
+    for identity in inputs:
+        h.update(json.dumps(list(identity)).encode())
     return h.hexdigest()
 
 
-def job_id_for(fp: str, name: str | None) -> str:
-    return name or f"job-{fp[:12]}"
+def job_id_for(fp: str, output: Path, name: str | None) -> str:
+    """--name, or an id of this job AT this output: the same options into two outputs are two jobs."""
+    return name or f"job-{hashlib.sha256(f'{fp}:{output}'.encode()).hexdigest()[:12]}"
 
 
 def plan_job(source: str, spec: JobSpec, store: OutputStore, name: str | None = None,
              on_file: Callable[[int, int, Path], None] | None = None) -> tuple[Plan, bool]:
-    """(the plan owning this output, whether it was made now). Raises JobConflictError when the
-    output belongs to a different job."""
+    """(the plan owning this output, whether it was made now). Raises JobConflictError, naming what
+    changed, when the output belongs to a different job."""
     if name is not None and not JOB_NAME.match(name):
-        raise ConfigError(f"job name {name!r} must match {JOB_NAME.pattern} (letters, digits, '.', '_', '-')")
+        raise ConfigError(f"--name {name!r} must match {JOB_NAME.pattern} (letters, digits, '.', '_', '-')")
     inputs = corpus.discover_inputs(source)
-    fp = fingerprint(spec, inputs)
+    identities = [input_identity(path, fmt) for path, fmt in inputs]
+    fp = fingerprint(spec, identities)
     if store.plan_path.exists():
-        return store.save_plan(_stub_plan(store, fp)), False
+        existing = store.load_plan()
+        if existing.fingerprint != fp:
+            raise JobConflictError(f"{store.root} already holds job {existing.job_id}, a different job: "
+                                   f"{'; '.join(differences(existing, spec, identities))}. Use another --out, or "
+                                   "delete that output to start over")
+        return existing, False
     files, shards = [], []
-    finder = DuplicateFinder(total_bytes=sum(p.stat().st_size for p, _ in inputs))
+    finder = DuplicateFinder(total_bytes=sum(size for _, _, size, _ in identities))
     try:
         for index, (path, fmt) in enumerate(inputs):
             if on_file:
                 on_file(index, len(inputs), path)
             result = corpus.scan_file(path, fmt, index, spec.input_columns, spec.id_column, spec.shard_rows,
-                                      finder.add)
+                                      finder.add, keep_columns=spec.keep_columns)
             files.append(result.input)
             shards.extend(result.shards)
         duplicates = finder.finish(store.duplicates_path)
     finally:
         finder.close()
+    check_keep_column_types(files, spec.keep_columns)
     plan = Plan(
-        job_id=job_id_for(fp, name), fingerprint=fp, spec=spec, inputs=tuple(files), shards=tuple(shards),
+        job_id=job_id_for(fp, store.root, name), fingerprint=fp, spec=spec, inputs=tuple(files), shards=tuple(shards),
         rows_total=sum(f.rows for f in files), id_type=finder.id_type, duplicate_ids=duplicates,
-        queue=shard_queue(spec.task, spec.model.tag, spec.dtype, spec.backend),
+        queue=shard_queue(spec.task, spec.model.identity, spec.dtype, spec.backend),
         created_at=time.time(), code_version=CODE_VERSION)
     return store.save_plan(plan), True
 
 
-def _stub_plan(store: OutputStore, fp: str) -> Plan:
-    """Only the fingerprint matters when an output already holds a plan: compare, never merge."""
-    existing = store.load_plan()
-    return existing.model_copy(update={"fingerprint": fp})
+def check_keep_column_types(files, keep_columns: tuple[str, ...]) -> None:
+    """Every part file of a job has one schema: a kept column must have one type in every input."""
+    seen: dict[str, tuple] = {}
+    for info in files:
+        for name, kind in corpus.keep_column_types(info, keep_columns).items():
+            first = seen.setdefault(name, (kind, info.path))
+            if first[0] != kind:
+                raise ConfigError(f"--keep-columns {name}: it is {first[0]} in {first[1]} but {kind} in {info.path} "
+                                  "(jsonl values are kept as strings); the output needs one type")
+
+
+def differences(existing: Plan, spec: JobSpec, identities: list[tuple[str, str, int, str]]) -> list[str]:
+    """What differs between the job in an output and the one submitted now, as the user wrote it."""
+    out = []
+    old, new = existing.spec.model_dump(), spec.model_dump()
+    if old["model"]["identity"] != new["model"]["identity"]:
+        out.append(f"--model {old['model']['source']} -> {new['model']['source']} (another checkpoint)")
+    for name in sorted(set(old) | set(new)):
+        if name != "model" and old.get(name) != new.get(name):
+            out.append(f"--{name.replace('_', '-')} {_shown(old.get(name))} -> {_shown(new.get(name))}")
+    planned = {f.path: f for f in existing.inputs}
+    given = {path: (size, sample) for path, _, size, sample in identities}
+    for path in sorted(set(planned) | set(given)):
+        if path not in given:
+            out.append(f"input {path} is no longer among the inputs")
+        elif path not in planned:
+            out.append(f"input {path} is new")
+        elif (planned[path].size, planned[path].sample_sha256) != given[path]:
+            out.append(f"input {path} changed ({planned[path].size:,} -> {given[path][0]:,} bytes, or its content)")
+    return out or ["the semantics version or the fingerprint rules changed (an older version planned it)"]
+
+
+def _shown(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value)) or "(none)"
+    return "(none)" if value is None else str(value)
+

@@ -4,7 +4,7 @@ from collections.abc import Callable
 
 import redis
 
-from common import dispatch, heartbeats, keys
+from common import dispatch, heartbeats, job_registry, keys
 from common.broker import BrokerUnreachableError, check_broker, redis_client
 from common.celery_app import make_app
 from common.errors import Qwen3BatchError
@@ -36,6 +36,8 @@ def enqueue(settings: Settings, client: redis.Redis, store: OutputStore, plan: P
     them, on a resubmit or resume only those with no commit, no queued message and no live holder
     (so a resume never doubles the queue). Returns the shards published."""
     dispatch.register_job(client, plan, str(store.root))
+    if settings.output_root and is_within(store.root, settings.output_root):
+        job_registry.register(settings.output_root, plan.job_id, str(store.root))  # outlives Redis
     client.delete(keys.job_cancelled(plan.job_id))
     outcome = reconcile_job(client, publisher(settings, client, on_progress), store, plan, grace_s=0)
     return outcome.republished

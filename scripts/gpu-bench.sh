@@ -207,9 +207,9 @@ main() {
     }
     if (( SMOKE )); then
         echo "gpu-bench: (smoke) engine benchmark skipped; a real run does:"
-        echo "+ $PY -m workers.bench.engine_bench --device $DEVICE --dtype bf16 --out $OUT_DIR/engine-$tag.json"
+        echo "+ $PY -m workers.bench.engine --device $DEVICE --dtype bf16 --out $OUT_DIR/engine-$tag.json"
     else
-        run "$PY" -m workers.bench.engine_bench --device "$DEVICE" --dtype bf16 --out "$OUT_DIR/engine-$tag.json"
+        run "$PY" -m workers.bench.engine --device "$DEVICE" --dtype bf16 --out "$OUT_DIR/engine-$tag.json"
     fi
     echo "gpu-bench: done in $((SECONDS - start)) s; figures in $OUT_DIR:"
     if (( ! DRY_RUN )); then

@@ -34,16 +34,16 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pyarrow.dataset as ds
+
+from common.faults import Barrier
+from common.io.store import OutputStore
+from common.jobstate import read_state
+from harness import corpora
+from harness import cluster, compose
+from workers.models.random_init import ensure_random_model
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-import pyarrow.dataset as ds  # noqa: E402
-
-from common.io.store import OutputStore  # noqa: E402
-from common.jobstate import read_state  # noqa: E402
-from harness import corpora  # noqa: E402
-from workers import cluster, compose  # noqa: E402
-from workers.models.random_init import ensure_random_model  # noqa: E402
 
 WORKERS_PER_HOST = 2
 # The cluster's reliability settings, the same on every worker (they register them in Redis).
@@ -172,6 +172,8 @@ class Rehearsal:
         self.workers: list[cluster.Worker] = []
         self.redis: compose.ComposeRedis | None = None
         self.out = workdir / "shared" / "out"
+        self.barrier = Barrier(workdir / "faults")
+        self.barrier.folder.mkdir(parents=True, exist_ok=True)
         self.log: list[str] = []
 
     def say(self, message: str) -> None:
@@ -198,12 +200,16 @@ class Rehearsal:
     def start_workers(self, url: str, model: Path) -> None:
         env = {**SETTINGS, "QWEN3B_SIM_BATCH_S": str(self.args.batch_s), "QWEN3B_OUTPUT_ROOT": str(self.out.parent),
                "OMP_NUM_THREADS": "1"}
+        # host1's workers stop before committing their first shard (a fault point that waits): when
+        # the host is cut, shards are provably in flight on it, whatever the timing
+        held = {"QWEN3B_FAULTS": "before_commit:wait", "QWEN3B_FAULT_STATE": str(self.barrier.folder)}
         for host in ("host1", "host2"):
             for card in range(WORKERS_PER_HOST):
                 name = f"embed-cpu{card}@{host}"
                 argv = ["workers", "start", "--model", str(model), "--backend", "simulated", "--dtype", "fp32",
                         "--name", name]
-                self.workers.append(cluster.start_cli(argv, name, url, self.workdir / host / "logs", env,
+                self.workers.append(cluster.start_cli(argv, name, url, self.workdir / host / "logs",
+                                                      {**env, **(held if host == "host1" else {})},
                                                       launcher=self.net.launcher(host)))
         cluster.wait_for_workers(self.redis.client(), self.workers)
         self.say(f"host1, host2: {len(self.workers)} workers up: {', '.join(w.name for w in self.workers)}")
@@ -217,20 +223,6 @@ class Rehearsal:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"fewer than {count} shards committed after {timeout_s:.0f}s")
             time.sleep(0.1)
-
-    def last_shards_of(self, host: str) -> list[str]:
-        """The shards host's workers said they were running in their last heartbeat (sent when a
-        shard starts and ends), which outlives them by its TTL."""
-        client = self.redis.client()
-        beats = [cluster.heartbeat(client, w.name) or {} for w in self.workers if w.name.endswith("@" + host)]
-        return [b["current_shard"] for b in beats if b.get("current_shard")]
-
-    def wait_for_shards_on(self, host: str, timeout_s: float = 60) -> None:
-        deadline = time.monotonic() + timeout_s
-        while not self.last_shards_of(host):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{host} never ran a shard")
-            time.sleep(0.02)
 
     def wait_until_finished(self, timeout_s: float) -> None:
         store, deadline = OutputStore(self.out), time.monotonic() + timeout_s
@@ -265,12 +257,12 @@ def rehearse(args, workdir: Path) -> dict:
         shards = len(OutputStore(r.out).load_plan().shards)
         r.say(f"operator: submitted {args.rows:,} rows in {shards} shards of {args.shard_rows}")
         r.wait_for_commits(shards // 6)
+        held = r.barrier.wait_reached("before_commit", count=WORKERS_PER_HOST)  # host1's shards, mid-commit
         listing = r.operator(url, "workers").stdout  # what anyone sees just before the cut
-        r.wait_for_shards_on("host1")
         r.net.power_off("host1")
         cut_at = time.time()
         committed = set(OutputStore(r.out).list_commits())
-        in_flight = [s for s in r.last_shards_of("host1") if s not in committed]
+        in_flight = [s for s in held if s not in committed]
         r.say(f"host1: link down and every process SIGKILLed with {len(committed)}/{shards} shards committed; "
               f"in flight on host1 (its workers' last heartbeats): {', '.join(in_flight) or 'none'}")
         r.wait_until_finished(args.timeout_s)
@@ -291,7 +283,8 @@ def rehearse(args, workdir: Path) -> dict:
         r.say(f"job finished {result['job_seconds']}s after submit; host1's shards committed by "
               f"{result['in_flight_committed_by']} {result['recovery_s']} s after the cut")
         result["ok"] = (result["rows_lost"] == 0 and result["duplicate_ids"] == 0 and result["unexpected_ids"] == 0
-                        and result["success_marker"] and status.returncode == 0 and len(recovered) == len(in_flight)
+                        and result["success_marker"] and status.returncode == 0 and in_flight
+                        and len(recovered) == len(in_flight)
                         and all(w.endswith("@host2") for w in result["in_flight_committed_by"].values()))
         result["log"] = r.log
         result["workers_before_cut"] = listing

@@ -102,3 +102,14 @@ def tiny_engine(tiny_embed_model, tiny_rerank_model):
         return derived[key]
 
     return make
+
+
+@pytest.fixture
+def barrier(tmp_path):
+    """Fault points that hold a shard at a step until the test releases it (common/faults.py): the
+    tests synchronise on them, never on sleeps."""
+    from common.faults import Barrier
+
+    folder = tmp_path / "faults"
+    folder.mkdir()
+    return Barrier(folder)

@@ -35,17 +35,6 @@ class Batch:
         return int(self.input_ids.shape[1])
 
 
-def validate_seqlens(seqlens: Sequence[int], multiple: int = 1) -> tuple[int, ...]:
-    """Sorted unique bucket lengths; compiled backends require multiples of 16."""
-    out = tuple(sorted({int(s) for s in seqlens}))
-    if not out or out[0] < 8:
-        raise ConfigError(f"sequence lengths must be >= 8 tokens, got {list(seqlens)}")
-    bad = [s for s in out if s % multiple]
-    if bad:
-        raise ConfigError(f"sequence lengths {bad} are not multiples of {multiple} (compiled shapes need that)")
-    return out
-
-
 def cap_chars(text: str, max_chars: int) -> tuple[str, bool]:
     """Cut a text before tokenising so a 200 MB document costs no more than a long one."""
     if len(text) > max_chars:

@@ -9,25 +9,30 @@ import os
 os.environ.setdefault("REMAP_SIGTERM", "SIGQUIT")
 
 import json  # noqa: E402
+import logging  # noqa: E402
 import socket  # noqa: E402
+import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import redis  # noqa: E402
 import typer  # noqa: E402
 
-from common import defaults, keys  # noqa: E402
+from common import defaults, keys, options  # noqa: E402
 from common.celery_app import make_app  # noqa: E402
 from common.broker import check_eviction_policy, redact_url, redis_client, wait_for_broker  # noqa: E402
+from common.cli_runner import run  # noqa: E402
 from common.cluster_settings import register_or_check  # noqa: E402
 from common.errors import ConfigError, Qwen3BatchError  # noqa: E402
 from common.model_identity import model_ref  # noqa: E402
-from common.settings import WORKER_SPEC_ENV, load_settings, parse_seqlens  # noqa: E402
+from common.options import parse_seqlens  # noqa: E402
+from common.settings import load_settings  # noqa: E402
 from workers.device import parse_device  # noqa: E402
 from workers.engines.base import EngineSpec  # noqa: E402
 from workers.eval.cli import app as eval_app  # noqa: E402
-from workers.perf.cli import bench  # noqa: E402
+from workers.bench.cli import bench  # noqa: E402
+from workers.spec import WorkerSpec  # noqa: E402
 
-app = typer.Typer(help="Run embedding and rerank workers, one per device.", no_args_is_help=True,
+app = typer.Typer(help="Run embedding and rerank workers, one per device.", no_args_is_help=True, rich_markup_mode=None,
                   pretty_exceptions_enable=False)
 
 
@@ -38,75 +43,118 @@ def cli():
 
 @app.command()
 def start(
-    model: str = typer.Option(None, help="checkpoint folder or hub id (not with --compile)"),
-    task: str = typer.Option("embed", help="embed | rerank"),
-    device: str = typer.Option(defaults.DEFAULT_DEVICE, help="cpu | cuda:N | vacc:N"),
-    dtype: str = typer.Option(defaults.DEFAULT_DTYPE, help="fp32 | bf16 | fp16 (torch); fp32 | fp16 | int8 (onnx)"),
-    backend: str = typer.Option(defaults.DEFAULT_BACKEND, help="torch | onnx | vacc (compiled: see producer compile)"),
-    seqlens: str = typer.Option(",".join(map(str, defaults.DEFAULT_SEQLENS)), help="default length buckets"),
-    name: str = typer.Option("", help="worker name; default <task>-<device>@<host>"),
-    pool: str = typer.Option("prefork", help="prefork (time limits enforced) or solo"),
-    loglevel: str = typer.Option("INFO"),
+    model: str = typer.Option(None, help="checkpoint folder or hub id (not with --compile)", metavar="TEXT"),
+    task: str = typer.Option("embed", help="embed | rerank: the checkpoint must be of that kind", metavar="TEXT"),
+    device: str = typer.Option(defaults.DEFAULT_DEVICE, help="cpu | cuda:N | vacc:N", metavar="TEXT"),
+    dtype: str = typer.Option("auto", help="auto (fp32 on cpu, bf16 on cuda, fp16 on vacc, fp32 for onnx) | fp32 | "
+                                           "bf16 | fp16 | int8 (onnx). Jobs must ask for the same (producer submit "
+                                           "--dtype auto does)", metavar="TEXT"),
+    backend: str = typer.Option(defaults.DEFAULT_BACKEND, help="torch | onnx | vacc (compiled: see producer compile) | "
+                                                               "simulated (tests)", metavar="TEXT"),
+    seqlens: str = typer.Option(",".join(map(str, defaults.DEFAULT_SEQLENS)), help="default length buckets", metavar="TEXT"),
+    name: str = typer.Option("", help="worker name; default <task>-<device>@<host>", metavar="TEXT"),
+    pool: str = typer.Option("prefork", help="prefork (time limits enforced) or solo", metavar="TEXT"),
+    loglevel: str = typer.Option("INFO", metavar="TEXT"),
     compile_: bool = typer.Option(False, "--compile", help="a compile worker: consume the compile queue "
-                                                           "(--device: where artifacts are validated)"),
+                                                           "(--device: where artifacts are validated)", metavar=""),
 ):
-    """Start a worker pinned to one device. It loads its model once, in the process that uses it."""
+    """Start a worker pinned to one device. It loads its model once, in the process that uses it;
+    one that cannot load its model exits with the reason (code 3).
+
+    Settings come from QWEN3B_* variables: QWEN3B_BROKER_URL above all, QWEN3B_OUTPUT_ROOT and
+    QWEN3B_INPUT_ROOTS (where it may write and read), the time limits (.env.example lists them)."""
     try:
         dev = parse_device(device)
         settings = load_settings()
-        if compile_:
-            worker_name = name or f"compile-{str(dev).replace(':', '')}@{socket.gethostname()}"
-            describe_compile_worker(worker_name, dev)
-            queue = keys.COMPILE_QUEUE
-        else:
-            if not model:
-                raise ConfigError("--model is required (or --compile for a compile worker)")
-            lengths = parse_seqlens(seqlens)
-            ref = model_ref(model)
-            worker_name = name or f"{task}-{str(dev).replace(':', '')}@{socket.gethostname()}"
-            queue = keys.shard_queue(task, ref.tag, dtype, backend)
-            engine = EngineSpec(model=ref.source, task=task, backend=backend, dtype=dtype, device=str(dev),
-                                seqlens=lengths)
-            check_artifacts(engine)
-            check_output_root(settings)
-            describe_worker(worker_name, engine, queue)
+        spec = (compile_worker_spec(name, dev) if compile_
+                else shard_worker_spec(model, task, dev, dtype, backend, seqlens, name, settings))
     except Qwen3BatchError as exc:
         typer.echo(f"error: {exc}", err=True)  # plain: a log line, not a boxed usage message
         raise typer.Exit(2) from exc
     if dev.kind == "cuda":
         # Pin before any CUDA initialisation: the child sees exactly one card, as cuda:0.
         os.environ["CUDA_VISIBLE_DEVICES"] = str(dev.index)
-        spec = json.loads(os.environ[WORKER_SPEC_ENV])
-        spec["engine"]["device"] = "cuda:0"
-        os.environ[WORKER_SPEC_ENV] = json.dumps(spec)
-    join_cluster(settings, worker_name)
-    celery = make_app(settings, queues=[queue, keys.worker_queue(worker_name)])
-    from workers.tasks import register_compile_task, register_tasks
+    join_cluster(settings, spec.name)
+    run_celery(settings, spec, pool, loglevel)
 
-    (register_compile_task if compile_ else register_tasks)(celery)
-    typer.echo(f"worker {worker_name}: queue {queue}, broker {redact_url(settings.broker_url)}")
+
+def not_ready_yet(record: logging.LogRecord) -> bool:
+    """Celery logs "<name> ready." once it consumes, long before the pool child has loaded the model:
+    say what it means; the worker's own "ready: model ... loaded" line is the readiness that counts."""
+    if record.getMessage().endswith(" ready."):
+        record.msg, record.args = "%s connected to the broker; loading the model (wait for 'ready: model ... loaded')", \
+            record.args
+    return True
+
+
+def shard_worker_spec(model, task, dev, dtype, backend, seqlens, name, settings) -> WorkerSpec:
+    """Everything checked before Celery starts: the model (folder or hub id, of the task's kind),
+    the options, the artifacts of a compiled backend, the output root."""
+    from workers.engines.loading import inspect_model
+
+    if not model:
+        raise ConfigError("--model is required (or --compile for a compile worker)")
+    options.check_task(task)
+    options.check_backend(backend)
+    dtype = options.check_dtype(default_dtype(dev, backend) if dtype == "auto" else dtype, backend)
+    lengths = parse_seqlens(seqlens)
+    ref = model_ref(model)
+    if backend != "simulated":
+        check = inspect_model(ref.source, task, tokenizer=False)
+        if check.warning:
+            typer.echo(f"warning: {check.warning}", err=True)
+    spec = WorkerSpec(name=name or f"{task}-{str(dev).replace(':', '')}@{socket.gethostname()}", kind="shard",
+                      queue=keys.shard_queue(task, ref.identity, dtype, backend), device=str(dev),
+                      engine_device="cuda:0" if dev.kind == "cuda" else str(dev), model=ref.source,
+                      model_identity=ref.identity, task=task, backend=backend, dtype=dtype, seqlens=lengths)
+    check_artifacts(spec.engine_spec())
+    check_output_root(settings)
+    return spec
+
+
+def compile_worker_spec(name, dev) -> WorkerSpec:
+    return WorkerSpec(name=name or f"compile-{str(dev).replace(':', '')}@{socket.gethostname()}", kind="compile",
+                      queue=keys.COMPILE_QUEUE, device=str(dev))
+
+
+def default_dtype(dev, backend: str) -> str:
+    """--dtype auto: what fits the device (and producer submit --dtype auto asks the live workers)."""
+    if backend in options.COMPILED_BACKENDS:
+        return defaults.COMPILE_DTYPES[backend][0]
+    return defaults.DEVICE_DTYPES[dev.kind]
+
+
+def run_celery(settings, spec: WorkerSpec, pool: str, loglevel: str) -> None:
+    """Celery in this process; the model loads in the pool child. When the child cannot load it, it
+    writes why to a status file and stops this process, which then exits with the reason."""
+    with tempfile.NamedTemporaryFile(prefix="q3b-worker-", suffix=".status", delete=False) as f:
+        status_file = f.name
+    spec = spec.model_copy(update={"status_file": status_file})
+    spec.to_env()
+    os.environ["QWEN3B_POOL"] = pool
+    celery = make_app(settings, queues=[spec.queue, keys.worker_queue(spec.name)])
+    if spec.kind == "compile":
+        from workers.compile.task import register_compile_task as register
+    else:
+        from workers.tasks import register_tasks as register
+    register(celery, pool)
+    logging.getLogger("celery.apps.worker").addFilter(not_ready_yet)
+    typer.echo(f"worker {spec.name}: queue {spec.queue}, broker {redact_url(settings.broker_url)}")
     typer.echo(describe_roots(settings))
-    celery.worker_main(["worker", "-n", worker_name, "-c", "1", "-P", pool, "-l", loglevel,
-                        "--without-gossip", "--without-mingle", "-Q", f"{queue},{keys.worker_queue(worker_name)}"])
-
-
-def describe_worker(worker_name: str, engine: EngineSpec, queue: str) -> None:
-    """What the pool child loads (it reads this from the environment) and what the heartbeat shows."""
-    os.environ[WORKER_SPEC_ENV] = json.dumps({
-        "name": worker_name,
-        "engine": {"model": engine.model, "task": engine.task, "backend": engine.backend, "dtype": engine.dtype,
-                   "device": engine.device, "seqlens": list(engine.seqlens)},
-        "public": {"device": engine.device, "model": engine.model, "task": engine.task, "dtype": engine.dtype,
-                   "backend": engine.backend, "queue": queue},
-    })
-
-
-def describe_compile_worker(worker_name: str, dev) -> None:
-    os.environ[WORKER_SPEC_ENV] = json.dumps({
-        "name": worker_name, "engine": {"device": str(dev)},
-        "public": {"device": str(dev), "model": "-", "task": "compile", "dtype": "-", "backend": "-",
-                   "queue": keys.COMPILE_QUEUE},
-    })
+    try:
+        celery.worker_main(["worker", "-n", spec.name, "-c", "1", "-P", pool, "-l", loglevel,
+                            "--without-gossip", "--without-mingle", "-Q", f"{spec.queue},{keys.worker_queue(spec.name)}"])
+    except SystemExit as exc:
+        code = exc.code
+    else:
+        code = 0
+    finally:
+        reason = Path(status_file).read_text() if os.path.exists(status_file) else ""
+        Path(status_file).unlink(missing_ok=True)
+    if reason:
+        typer.echo(f"error: {reason}", err=True)
+        raise typer.Exit(3)
+    raise typer.Exit(code if isinstance(code, int) else 0)
 
 
 def check_artifacts(engine: EngineSpec) -> None:
@@ -156,8 +204,8 @@ def join_cluster(settings, worker_name: str) -> None:
 
 @app.command()
 def health(
-    name: str = typer.Option(..., help="the worker's name (its --name)"),
-    max_age_s: int = typer.Option(defaults.WORKER_HEALTHY_WITHIN_S, help="the last heartbeat must be this recent"),
+    name: str = typer.Option(..., help="the worker's name (its --name)", metavar="TEXT"),
+    max_age_s: int = typer.Option(defaults.WORKER_HEALTHY_WITHIN_S, help="the last heartbeat must be this recent", metavar="N"),
 ):
     """Exit 0 when worker NAME sent a heartbeat in the last MAX_AGE_S seconds, else 1 (a container healthcheck)."""
     try:
@@ -184,10 +232,10 @@ app.command("bench")(bench)
 
 @app.command("build-model")
 def build_model(
-    task: str = typer.Option("embed", help="embed | rerank"),
-    shape: str = typer.Option("tiny", help="tiny (tests, demo) | 0.6b (the real shape, for benchmarks)"),
-    out: str = typer.Option(".cache/models", help="parent folder; the model goes in a subfolder named after it"),
-    seed: int = typer.Option(defaults.TINY_MODEL_SEED),
+    task: str = typer.Option("embed", help="embed | rerank", metavar="TEXT"),
+    shape: str = typer.Option("tiny", help="tiny (tests, demo) | 0.6b (the real shape, for benchmarks)", metavar="TEXT"),
+    out: str = typer.Option(".cache/models", help="parent folder; the model goes in a subfolder named after it", metavar="TEXT"),
+    seed: int = typer.Option(defaults.TINY_MODEL_SEED, metavar="N"),
 ):
     """Build a RANDOM-WEIGHT Qwen3 checkpoint with the real Qwen vocabulary (offline)."""
     from workers.models.random_init import ensure_random_model
@@ -196,7 +244,7 @@ def build_model(
 
 
 def main():
-    app()
+    run(app, "workers")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ at all (already committed, quarantined, cancelled, attempts left) is decided by 
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -17,7 +17,7 @@ from common import defaults
 from common.io import corpus, output
 from common.io.duplicates import load_duplicates
 from common.io.store import OutputStore
-from common.schemas import CommitRecord, Plan, ShardSpec
+from common.schemas import SEMANTICS_VERSION, CommitRecord, Plan, ShardSpec
 from common.templates import format_query
 from workers.engines.base import Engine
 
@@ -33,21 +33,29 @@ class ShardOutcome:
     record: CommitRecord | None = None
 
 
+Progress = Callable[[int, int], None]  # (rows, tokens) just done, for the worker's heartbeat
+
+
 def run_shard(store: OutputStore, plan: Plan, shard_id: str, engine: Engine, worker: str,
-              fault: Callable[[str, str], None] = lambda point, shard_id: None) -> ShardOutcome:
+              fault: Callable[[str, str], None] = lambda point, shard_id: None,
+              progress: Progress = lambda rows, tokens: None) -> ShardOutcome:
     started = time.perf_counter()
     shard = plan.shard(shard_id)
-    corpus.check_input(plan.inputs[shard.file_index], shard)  # before a row is read: InputChangedError
+    info = plan.inputs[shard.file_index]
+    corpus.check_input(info, shard)  # before a row is read: InputChangedError
     fault("before_compute", shard_id)
     good, rejects = read_shard(store, plan, shard)
+    progress(len(rejects), 0)
     engine = engine.configured(plan.spec.seqlens)
-    results = compute(engine, plan, good, rejects)
+    results = compute(engine, plan, good, rejects, progress)
     fault("after_compute", shard_id)
     attempt, attempt_dir = store.new_attempt_dir(shard_id)
     data_path, reject_path = store.data_path(shard_id), store.reject_path(shard_id)
-    schema = output.result_schema(plan.spec.task, plan.id_type, results.dim, plan.spec.output_dtype)
+    schema = output.result_schema(plan.spec.task, plan.id_type, results.dim, plan.spec.output_dtype,
+                                  corpus.keep_column_types(info, plan.spec.keep_columns), file_metadata(plan, engine))
     digest = output.write_parquet(output.result_table(schema, results.ids, results.values, results.n_tokens,
-                                                      results.truncated), store.staged(shard_id, attempt, data_path))
+                                                      results.truncated, results.kept),
+                                  store.staged(shard_id, attempt, data_path))
     if rejects:
         rejects.sort(key=lambda r: r[0])
         info = plan.inputs[shard.file_index]
@@ -73,7 +81,7 @@ def read_shard(store: OutputStore, plan: Plan, shard: ShardSpec):
     duplicates = load_duplicates(store.duplicates_path, shard.file_index, shard.row_start, shard.row_end)
     base = plan.row_id_base(shard.file_index)
     good, rejects = [], []
-    for row in corpus.read_rows(info, shard, spec.input_columns, spec.id_column, base):
+    for row in corpus.read_rows(info, shard, spec.input_columns, spec.id_column, base, spec.keep_columns):
         reason = row.reject or duplicates.get(row.index)
         if reason:
             rejects.append((row.row, row.id, reason))
@@ -85,6 +93,17 @@ def read_shard(store: OutputStore, plan: Plan, shard: ShardSpec):
     return good, rejects
 
 
+def file_metadata(plan: Plan, engine: Engine) -> dict[str, str]:
+    """What made a data file, in its own Parquet metadata: a file found alone says so."""
+    spec = plan.spec
+    return {"job_id": plan.job_id, "model": spec.model.source, "model_identity": spec.model.identity,
+            "task": spec.task, "instruction": spec.instruction or "", "dim": str(spec.dim or engine.info.hidden_size)
+            if spec.task == "embed" else "", "dtype": spec.dtype, "backend": spec.backend,
+            "output_dtype": spec.output_dtype, "semantics_version": str(SEMANTICS_VERSION),
+            "random_weights": str(engine.info.random_weights).lower(),
+            "simulated": str(spec.backend == "simulated").lower()}
+
+
 @dataclass
 class Results:
     ids: list
@@ -92,34 +111,36 @@ class Results:
     n_tokens: np.ndarray
     truncated: np.ndarray
     dim: int
+    kept: list = field(default_factory=list)  # per output row: the --keep-columns values
 
 
-def compute(engine: Engine, plan: Plan, rows: list, rejects: list) -> Results:
+def compute(engine: Engine, plan: Plan, rows: list, rejects: list, progress: Progress = lambda r, t: None) -> Results:
     """Run the engine over the rows in chunks; rows the engine reports as errors join the rejects."""
     spec = plan.spec
     dim = engine.check_dim(spec.dim) if spec.task == "embed" else 0
-    ids, values, n_tokens, truncated = [], [], [], []
+    ids, values, n_tokens, truncated, kept = [], [], [], [], []
     for start in range(0, len(rows), defaults.ENGINE_CHUNK_ROWS):
         chunk = rows[start:start + defaults.ENGINE_CHUNK_ROWS]
         if spec.task == "embed":
             texts = [r.values[0] if spec.instruction is None else format_query(r.values[0], spec.instruction)
                      for r in chunk]
-            out = engine.embed(texts, dim=dim)
+            out = engine.embed(texts, dim=dim, progress=progress)
             chunk_values = out.vectors
         else:
             out = engine.rerank([r.values[0] for r in chunk], [r.values[1] for r in chunk],
-                                instruction=spec.instruction or defaults.DEFAULT_RERANK_INSTRUCTION)
+                                instruction=spec.instruction or defaults.DEFAULT_RERANK_INSTRUCTION, progress=progress)
             chunk_values = out.scores
         keep = np.array([e is None for e in out.errors], dtype=bool)
         for r, error in zip(chunk, out.errors):
             if error is not None:
                 rejects.append((r.row, r.id, error))
         ids.extend(r.id for r, k in zip(chunk, keep) if k)
+        kept.extend(r.kept for r, k in zip(chunk, keep) if k)
         values.append(chunk_values[keep])
         n_tokens.append(out.n_tokens[keep])
         truncated.append(out.truncated[keep])
     shape = (0, dim) if spec.task == "embed" else (0,)
     return Results(ids, np.concatenate(values) if values else np.zeros(shape, np.float32),
                    np.concatenate(n_tokens) if n_tokens else np.zeros(0, np.int32),
-                   np.concatenate(truncated) if truncated else np.zeros(0, bool), dim)
+                   np.concatenate(truncated) if truncated else np.zeros(0, bool), dim, kept)
 

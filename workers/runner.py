@@ -23,6 +23,7 @@ from common.errors import PermanentShardError, RefusedMessage
 from common.io.store import OutputStore
 from common.jobstate import finalize, read_state
 from common.paths import check_within, is_within
+from common.rates import RateWindow
 from common.schemas import JOB_NAME, SHARD_ID, Plan, QuarantineRecord, ShardMessage
 from common.settings import ENV_PREFIX, Settings
 from workers.engines.base import Engine
@@ -49,13 +50,23 @@ class WorkerContext:
     reconciler: object = None  # common.reconcile.Reconciler, told about every job this worker runs
     current_job: str | None = None
     current_shard: str | None = None
-    rows_done: int = 0
+    current_rows: int = 0  # rows and tokens of the current shard done so far (its heartbeat shows them)
+    current_tokens: int = 0
+    rows_done: int = 0  # rows and tokens computed since start, committed or not
     tokens_done: int = 0
     started_at: float = field(default_factory=time.time)
+    window: RateWindow = field(default_factory=RateWindow)
 
     def __post_init__(self):
         self.output_root = self.output_root or self.settings.worker_output_root
         self.input_roots = self.input_roots or self.settings.worker_input_roots
+
+    def progress(self, rows: int, tokens: int) -> None:
+        """A forward pass (or a shard's rejects) done: what the heartbeat reports between commits."""
+        self.current_rows += rows
+        self.current_tokens += tokens
+        self.rows_done += rows
+        self.tokens_done += tokens
 
     def admit(self, message: ShardMessage) -> tuple[OutputStore, Plan]:
         """The message's store and plan, once every field checks out; RefusedMessage otherwise."""
@@ -131,7 +142,7 @@ def deliver(ctx: WorkerContext, store: OutputStore, plan: Plan, shard_id: str) -
         return "quarantined"
     start(ctx, job_id, shard_id)
     try:
-        outcome = run_shard(store, plan, shard_id, ctx.engine, ctx.name, fault=faults.inject)
+        outcome = run_shard(store, plan, shard_id, ctx.engine, ctx.name, fault=faults.inject, progress=ctx.progress)
     except PermanentShardError as exc:  # the same on every attempt: no retry
         quarantine(ctx, store, plan, shard_id, attempt, str(exc)[:2000])
         return "quarantined"
@@ -148,20 +159,19 @@ def deliver(ctx: WorkerContext, store: OutputStore, plan: Plan, shard_id: str) -
     finally:
         stop(ctx, job_id, shard_id)
     if outcome.status == "committed":
-        ctx.rows_done += outcome.record.rows_in
-        ctx.tokens_done += outcome.record.tokens
         maybe_finalize(store, plan)
     return outcome.status
 
 
 def start(ctx: WorkerContext, job_id: str, shard_id: str) -> None:
     ctx.redis.hset(keys.job_running(job_id), shard_id, json.dumps({"worker": ctx.name, "since": time.time()}))
-    ctx.current_job, ctx.current_shard = job_id, shard_id
+    ctx.current_job, ctx.current_shard, ctx.current_rows, ctx.current_tokens = job_id, shard_id, 0, 0
     beat(ctx)
 
 
 def stop(ctx: WorkerContext, job_id: str, shard_id: str) -> None:
     ctx.current_job = ctx.current_shard = None
+    ctx.current_rows = ctx.current_tokens = 0
     try:
         ctx.redis.hdel(keys.job_running(job_id), shard_id)
     except redis.RedisError:
@@ -188,12 +198,13 @@ def maybe_finalize(store: OutputStore, plan: Plan) -> None:
 
 
 def beat(ctx: WorkerContext) -> None:
-    """Publish this worker's device, model, roots, current shard and throughput."""
-    elapsed = max(1e-9, time.time() - ctx.started_at)
+    """Publish this worker's device, model, roots, current shard, rows done in it, and its recent rates."""
+    rows_per_s, tokens_per_s = ctx.window.add(ctx.rows_done, ctx.tokens_done)
     state = dict(ctx.description, host=socket.gethostname(), pid=os.getpid(), current_job=ctx.current_job or "",
-                 current_shard=ctx.current_shard or "", output_root=ctx.output_root, input_roots=list(ctx.input_roots),
-                 rows_done=ctx.rows_done, rows_per_s=round(ctx.rows_done / elapsed, 2),
-                 tokens_per_s=round(ctx.tokens_done / elapsed, 1), seen_at=time.time())
+                 current_shard=ctx.current_shard or "", current_rows=ctx.current_rows,
+                 current_tokens=ctx.current_tokens, output_root=ctx.output_root,
+                 input_roots=list(ctx.input_roots), rows_done=ctx.rows_done, rows_per_s=round(rows_per_s, 2),
+                 tokens_per_s=round(tokens_per_s, 1), seen_at=time.time())
     try:
         heartbeats.publish(ctx.redis, ctx.name, state, ctx.settings.heartbeat_ttl_s)
     except redis.RedisError:

@@ -34,6 +34,7 @@ class Row:
     id: object = None
     values: tuple | None = None  # the text (embed) or (query, document) (rerank)
     reject: str | None = None  # reason code: detail
+    kept: tuple = ()  # the --keep-columns values, copied into the output
 
 
 # --- finding inputs ---------------------------------------------------------------------------
@@ -86,19 +87,60 @@ class ScanResult:
 
 
 def scan_file(path: Path, fmt: str, file_index: int, columns: tuple[str, ...], id_column: str,
-              shard_rows: int, on_ids) -> ScanResult:
-    """Count rows, cut shards and stream ids to `on_ids(file_index, rows, ids)`, in one pass."""
+              shard_rows: int, on_ids, keep_columns: tuple[str, ...] = ()) -> ScanResult:
+    """Count rows, cut shards and stream ids to `on_ids(file_index, rows, ids)`, in one pass; an
+    InputError when the text columns (or the --keep-columns) are missing from the file."""
     stat = path.stat()
     if fmt == "jsonl":
-        rows, shards = _scan_jsonl(path, file_index, id_column, shard_rows, on_ids)
+        sample = ColumnSample(path, columns, keep_columns)
+        rows, shards = _scan_jsonl(path, file_index, id_column, shard_rows, on_ids, sample)
+        sample.check()
     else:
-        rows, shards = _scan_parquet(path, file_index, columns, id_column, shard_rows, on_ids)
+        rows, shards = _scan_parquet(path, file_index, columns, id_column, shard_rows, on_ids, keep_columns)
     info = InputFile(path=str(path), format=fmt, size=stat.st_size, mtime_ns=stat.st_mtime_ns,
                      sample_sha256=sample_sha256(path, stat.st_size), rows=rows)
     return ScanResult(info, shards)
 
 
-def _scan_jsonl(path: Path, file_index: int, id_column: str, shard_rows: int, on_ids):
+class ColumnSample:
+    """The first rows of a jsonl file, counted for the columns a job needs: a file where most rows
+    lack the text column is a wrong --text-column, not a corpus of rejects, and is refused before
+    anything is enqueued (a job that would reject every row must fail loudly)."""
+
+    def __init__(self, path: Path, columns: tuple[str, ...], keep_columns: tuple[str, ...]):
+        self.path, self.columns, self.keep = path, columns, keep_columns
+        self.rows, self.missing, self.kept, self.first_keys = 0, dict.fromkeys(columns, 0), dict.fromkeys(keep_columns, 0), None
+
+    @property
+    def full(self) -> bool:
+        return self.rows >= defaults.COLUMN_SAMPLE_ROWS
+
+    def add(self, obj) -> None:
+        self.rows += 1
+        if not isinstance(obj, dict):
+            return
+        if self.first_keys is None:
+            self.first_keys = sorted(obj)[:12]
+        for name in self.columns:
+            self.missing[name] += name not in obj
+        for name in self.keep:
+            self.kept[name] += name in obj
+
+    def check(self) -> None:
+        seen = f"the first row's fields are {self.first_keys}" if self.first_keys is not None else "no row is an object"
+        for name, missing in self.missing.items():
+            if self.rows and missing / self.rows > defaults.MISSING_COLUMN_FRACTION:
+                option = {"text": "--text-column", "query": "--query-column", "document": "--document-column"}.get(
+                    name, "--text-column / --query-column / --document-column")
+                raise InputError(f"input {self.path}: {missing:,} of the first {self.rows:,} rows have no {name!r} field "
+                                 f"({seen}); pass the right {option}")
+        for name, present in self.kept.items():
+            if self.rows and not present:
+                raise InputError(f"input {self.path}: none of the first {self.rows:,} rows has the field {name!r} "
+                                 f"named in --keep-columns ({seen})")
+
+
+def _scan_jsonl(path: Path, file_index: int, id_column: str, shard_rows: int, on_ids, sample: ColumnSample):
     """One pass over the file; each shard's byte range is hashed on the way (the bytes are read
     anyway), so a worker can tell that the file changed under the plan before it reads a row."""
     shards, rows, offset, lines = [], 0, 0, 0
@@ -124,8 +166,12 @@ def _scan_jsonl(path: Path, file_index: int, id_column: str, shard_rows: int, on
             digest.update(raw)
             if not line.strip():
                 continue
+            if want_ids or not sample.full:
+                obj = _jsonl_object(line)
+                if not sample.full:
+                    sample.add(obj)
             if want_ids:
-                ids.append(_jsonl_id(line, id_column))
+                ids.append(normalize_id(obj.get(id_column)) if isinstance(obj, dict) else None)
                 id_rows.append(rows)
                 if len(ids) >= defaults.READ_BATCH_ROWS:
                     on_ids(file_index, id_rows, ids)
@@ -138,19 +184,20 @@ def _scan_jsonl(path: Path, file_index: int, id_column: str, shard_rows: int, on
     return rows, shards
 
 
-def _jsonl_id(line: bytes, id_column: str):
+def _jsonl_object(line: bytes):
+    """The parsed line, or None when it is not JSON (its row becomes a reject when its shard runs)."""
     if len(line) > defaults.MAX_JSONL_LINE_BYTES:
         return None
     try:
-        obj = json.loads(line)
+        return json.loads(line)
     except (ValueError, RecursionError):
         return None
-    return normalize_id(obj.get(id_column)) if isinstance(obj, dict) else None
 
 
-def _scan_parquet(path: Path, file_index: int, columns: tuple[str, ...], id_column: str, shard_rows: int, on_ids):
+def _scan_parquet(path: Path, file_index: int, columns: tuple[str, ...], id_column: str, shard_rows: int, on_ids,
+                  keep_columns: tuple[str, ...] = ()):
     pf = open_parquet(path)
-    check_parquet_schema(path, pf.schema_arrow, columns, id_column)
+    check_parquet_schema(path, pf.schema_arrow, columns, id_column, keep_columns)
     rows = pf.metadata.num_rows
     if id_column != defaults.ROW_NUMBER_ID:
         done = 0
@@ -170,7 +217,8 @@ def open_parquet(path: Path) -> pq.ParquetFile:
         raise InputError(f"input {path}: not a readable Parquet file ({exc})") from exc
 
 
-def check_parquet_schema(path: Path, schema: pa.Schema, columns: tuple[str, ...], id_column: str) -> None:
+def check_parquet_schema(path: Path, schema: pa.Schema, columns: tuple[str, ...], id_column: str,
+                         keep_columns: tuple[str, ...] = ()) -> None:
     for name in columns:
         if name not in schema.names:
             raise InputError(f"input {path}: no column {name!r}; columns are {schema.names} (see --text-column)")
@@ -180,6 +228,20 @@ def check_parquet_schema(path: Path, schema: pa.Schema, columns: tuple[str, ...]
     if id_column != defaults.ROW_NUMBER_ID and id_column not in schema.names:
         raise InputError(f"input {path}: no id column {id_column!r}; pass --id-column NAME, or "
                          f"--id-column {defaults.ROW_NUMBER_ID} to number rows")
+    missing = [name for name in keep_columns if name not in schema.names]
+    if missing:
+        raise InputError(f"input {path}: no column {', '.join(map(repr, missing))} (--keep-columns); columns are "
+                         f"{schema.names}")
+
+
+def keep_column_types(info: InputFile, keep_columns: tuple[str, ...]) -> dict[str, pa.DataType]:
+    """The output types of the --keep-columns for one input: Parquet's own, strings for jsonl."""
+    if not keep_columns:
+        return {}
+    if info.format == "jsonl":
+        return dict.fromkeys(keep_columns, pa.string())
+    schema = open_parquet(Path(info.path)).schema_arrow
+    return {name: schema.field(name).type for name in keep_columns}
 
 
 def normalize_id(value):
@@ -248,20 +310,21 @@ def range_sha256(path: Path, start: int, end: int) -> str:
 
 # --- reading a shard ----------------------------------------------------------------------------
 def read_rows(info: InputFile, shard: ShardSpec, columns: tuple[str, ...], id_column: str,
-              row_id_base: int = 0) -> Iterator[Row]:
+              row_id_base: int = 0, keep_columns: tuple[str, ...] = ()) -> Iterator[Row]:
     """The shard's rows in input order, each with its values or a reject reason.
 
     row_id_base: the corpus-wide index of this file's first row, for --id-column @row.
+    keep_columns: fields copied into the output (jsonl: strings, other JSON values as their JSON text).
     """
     read = _read_jsonl if info.format == "jsonl" else _read_parquet
-    for index, row in enumerate(read(Path(info.path), shard, columns, id_column), start=shard.row_start):
+    for index, row in enumerate(read(Path(info.path), shard, columns, id_column, keep_columns), start=shard.row_start):
         row.index = index
         if id_column == defaults.ROW_NUMBER_ID and row.id is not None:
             row.id += row_id_base
         yield row
 
 
-def _read_jsonl(path: Path, shard: ShardSpec, columns, id_column) -> Iterator[Row]:
+def _read_jsonl(path: Path, shard: ShardSpec, columns, id_column, keep_columns=()) -> Iterator[Row]:
     wanted, seen = shard.rows, 0
     line_no = shard.line_start
     with open(path, "rb") as f:
@@ -272,7 +335,8 @@ def _read_jsonl(path: Path, shard: ShardSpec, columns, id_column) -> Iterator[Ro
                 line = line[len(BOM):]
             if not line.strip():
                 continue
-            yield parse_jsonl_line(line, line_no, columns, id_column, row_index=shard.row_start + seen)
+            yield parse_jsonl_line(line, line_no, columns, id_column, row_index=shard.row_start + seen,
+                                   keep_columns=keep_columns)
             seen += 1
             if seen == wanted:
                 return
@@ -281,7 +345,7 @@ def _read_jsonl(path: Path, shard: ShardSpec, columns, id_column) -> Iterator[Ro
                                 f"expected {wanted} rows from byte {shard.byte_offset}, found {seen}")
 
 
-def parse_jsonl_line(line: bytes, line_no: int, columns, id_column, row_index: int) -> Row:
+def parse_jsonl_line(line: bytes, line_no: int, columns, id_column, row_index: int, keep_columns=()) -> Row:
     if len(line) > defaults.MAX_JSONL_LINE_BYTES:
         return Row(line_no, reject=f"line_too_long: {len(line)} bytes > {defaults.MAX_JSONL_LINE_BYTES}")
     try:
@@ -298,13 +362,27 @@ def parse_jsonl_line(line: bytes, line_no: int, columns, id_column, row_index: i
         return Row(line_no, reject=f"malformed_json: {exc}")
     if not isinstance(obj, dict):
         return Row(line_no, reject=f"not_an_object: a JSON {type(obj).__name__}, expected an object")
-    return check_values(Row(line_no, id=_row_id(obj.get(id_column), id_column, row_index)),
-                        [obj.get(c, _MISSING) for c in columns], columns)
+    row = check_values(Row(line_no, id=_row_id(obj.get(id_column), id_column, row_index)),
+                       [obj.get(c, _MISSING) for c in columns], columns)
+    if keep_columns and row.reject is None:
+        row.kept = tuple(_as_text(obj.get(name)) for name in keep_columns)
+    return row
 
 
-def _read_parquet(path: Path, shard: ShardSpec, columns, id_column) -> Iterator[Row]:
+def _as_text(value) -> str | None:
+    """A kept jsonl value as a string column: text as it is (lone surrogates replaced: Parquet needs
+    valid UTF-8), anything else as its JSON text, null as null."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value if _encodable(value) else value.encode("utf-8", "replace").decode("utf-8")
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _read_parquet(path: Path, shard: ShardSpec, columns, id_column, keep_columns=()) -> Iterator[Row]:
     pf = open_parquet(path)
-    wanted = list(columns) + ([] if id_column == defaults.ROW_NUMBER_ID else [id_column])
+    wanted = list(dict.fromkeys([*columns, *keep_columns, *([] if id_column == defaults.ROW_NUMBER_ID
+                                                           else [id_column])]))
     first, groups = 0, []
     for g in range(pf.metadata.num_row_groups):
         n = pf.metadata.row_group(g).num_rows
@@ -318,7 +396,10 @@ def _read_parquet(path: Path, shard: ShardSpec, columns, id_column) -> Iterator[
             r = row + i
             if shard.row_start <= r < shard.row_end:
                 raw_id = data[id_column][i] if id_column in data else None
-                yield check_values(Row(r, id=_row_id(raw_id, id_column, r)), [data[c][i] for c in columns], columns)
+                row_out = check_values(Row(r, id=_row_id(raw_id, id_column, r)), [data[c][i] for c in columns], columns)
+                if keep_columns and row_out.reject is None:
+                    row_out.kept = tuple(data[name][i] for name in keep_columns)
+                yield row_out
         row += batch.num_rows
         if row >= shard.row_end:
             return

@@ -7,6 +7,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+METADATA_PREFIX = "qwen3batch."  # Parquet key-value metadata: qwen3batch.model, qwen3batch.task, ...
+
 REJECT_SCHEMA = pa.schema([
     ("file", pa.string()),
     ("row", pa.int64()),  # jsonl: 1-based line number; parquet: 0-based row index
@@ -19,19 +21,22 @@ def id_type(name: str) -> pa.DataType:
     return pa.int64() if name == "int64" else pa.string()
 
 
-def result_schema(task: str, id_type_name: str, dim: int, output_dtype: str) -> pa.Schema:
+def result_schema(task: str, id_type_name: str, dim: int, output_dtype: str,
+                  kept: dict[str, pa.DataType] | None = None, metadata: dict[str, str] | None = None) -> pa.Schema:
+    """id, embedding (FixedSizeList, read as FLOAT[] by DuckDB) or score, n_tokens, truncated, then
+    the --keep-columns; `metadata` becomes the file's key-value metadata (what made it)."""
     fields = [("id", id_type(id_type_name))]
     if task == "embed":
         value = pa.float16() if output_dtype == "float16" else pa.float32()
         fields.append(("embedding", pa.list_(value, dim)))
     else:
         fields.append(("score", pa.float32()))
-    fields += [("n_tokens", pa.int32()), ("truncated", pa.bool_())]
-    return pa.schema(fields)
+    fields += [("n_tokens", pa.int32()), ("truncated", pa.bool_()), *(kept or {}).items()]
+    return pa.schema(fields, metadata={f"{METADATA_PREFIX}{k}": v for k, v in (metadata or {}).items()})
 
 
 def result_table(schema: pa.Schema, ids: list, values: np.ndarray, n_tokens: np.ndarray,
-                 truncated: np.ndarray) -> pa.Table:
+                 truncated: np.ndarray, kept: list[tuple] = ()) -> pa.Table:
     if "embedding" in schema.names:
         value_type = schema.field("embedding").type
         dim = value_type.list_size
@@ -40,8 +45,11 @@ def result_table(schema: pa.Schema, ids: list, values: np.ndarray, n_tokens: np.
     else:
         column = pa.array(values.astype(np.float32), type=pa.float32())
     ids_array = pa.array(ids, type=schema.field("id").type)
-    return pa.Table.from_arrays([ids_array, column, pa.array(n_tokens, pa.int32()), pa.array(truncated, pa.bool_())],
-                                schema=schema)
+    kept_names = schema.names[4:]
+    kept_arrays = [pa.array([row[i] for row in kept] if kept else [], type=schema.field(name).type)
+                   for i, name in enumerate(kept_names)]
+    return pa.Table.from_arrays([ids_array, column, pa.array(n_tokens, pa.int32()), pa.array(truncated, pa.bool_()),
+                                 *kept_arrays], schema=schema)
 
 
 def reject_table(file: str, rows: list[int], ids: list, reasons: list[str]) -> pa.Table:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from workers import cluster, compose
+from harness import cluster, compose
 
 # The simulated device; a short soft shutdown, so stopping idle workers at the end takes a second.
 SIMULATED = {"QWEN3B_SIM_BATCH_S": "0.02", "QWEN3B_SOFT_SHUTDOWN_TIMEOUT_S": "1"}

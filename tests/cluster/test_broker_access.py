@@ -9,7 +9,7 @@ import pytest
 from common import defaults, keys
 from tests.cluster.conftest import SIMULATED, compose_env
 from tests.integration.conftest import assert_every_id_exactly_once, write_corpus
-from workers import cluster, compose
+from harness import cluster, compose
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,7 @@ from common import keys
 from common.cluster_settings import ClusterSettingsMismatch, register_or_check
 from common.settings import load_settings
 from tests.cluster.conftest import SIMULATED
-from workers import cluster
+from harness import cluster
 
 pytestmark = pytest.mark.slow
 

@@ -1,6 +1,6 @@
 """docker-compose.yml, its TLS override, the Dockerfile and .env.example hold what the README promises.
 
-No Docker daemon is needed: the files are read the way `docker compose` reads them (workers/compose.py).
+No Docker daemon is needed: the files are read the way `docker compose` reads them (harness/compose.py).
 tests/cluster/test_compose_topology.py then runs the same command lines as processes.
 """
 
@@ -14,7 +14,7 @@ from common import defaults
 from common.errors import ConfigError
 from common.settings import ENV_PREFIX, Settings
 from tests.cluster.conftest import compose_env
-from workers import compose
+from harness import compose
 
 REPO = compose.REPO_ROOT
 

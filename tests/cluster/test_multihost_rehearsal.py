@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from workers.compose import REPO_ROOT
+from harness.compose import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 

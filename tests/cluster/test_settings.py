@@ -9,7 +9,7 @@ from common.broker import redact_url
 from common.celery_app import make_app
 from common.errors import ConfigError
 from common.settings import load_settings
-from workers import compose
+from harness import compose
 
 
 def test_tls_files_are_folded_into_a_rediss_url_with_certificate_checks_on(tmp_path):

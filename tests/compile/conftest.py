@@ -10,7 +10,7 @@ from harness.corpora import sts_rows
 from common.artifacts import ArtifactStore
 from common.model_identity import model_ref
 from common.schemas import ArtifactKey, CompileRequest
-from workers import cluster
+from harness import cluster
 
 FAKES = Path(__file__).resolve().parents[1] / "fakes"
 QUEUE_SEQLENS = (64, 128)  # compiled through the queue, then served by an onnx worker

@@ -12,7 +12,7 @@ from common.artifacts import ArtifactStore
 from common.model_identity import model_ref
 from tests.compile.conftest import QUEUE_SEQLENS
 from tests.integration.conftest import assert_every_id_exactly_once, write_corpus
-from workers import cluster
+from harness import cluster
 from workers.engines.base import EngineSpec
 
 

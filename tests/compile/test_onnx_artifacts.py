@@ -12,11 +12,7 @@ from common.model_identity import model_ref
 from tests.compile.conftest import BATCH, QUEUE_SEQLENS, sts_sentences
 from workers.compile import samples
 from workers.engines.base import EngineSpec
-
-
-def cosines(a, b):
-    a, b = a.astype(np.float64), b.astype(np.float64)
-    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+from workers.eval.metrics import measure_cosines
 
 
 def test_a_compile_job_through_the_queue_publishes_one_validated_artifact_per_length(queued_compile, tiny_embed_model):
@@ -44,8 +40,8 @@ def test_onnx_fp32_vectors_equal_the_torch_engine_on_real_sentences(queued_compi
     torch = tiny_engine("embed", dtype="fp32", seqlens=QUEUE_SEQLENS)
     ours, ref = onnx.embed(texts), torch.embed(texts)
     assert onnx.spec.seqlens == QUEUE_SEQLENS and ours.truncated[-1] and ref.truncated[-1]
-    assert cosines(ours.vectors, ref.vectors).min() >= 0.99999
-    mrl = cosines(onnx.embed(texts, dim=32).vectors, torch.embed(texts, dim=32).vectors)
+    assert measure_cosines(ours.vectors, ref.vectors).min() >= 0.99999
+    mrl = measure_cosines(onnx.embed(texts, dim=32).vectors, torch.embed(texts, dim=32).vectors)
     assert mrl.min() >= 0.99999
 
 

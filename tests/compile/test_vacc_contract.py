@@ -12,11 +12,7 @@ from common.errors import BackendUnavailableError
 from tests.compile.conftest import request_for, sts_sentences
 from workers.compile.job import run_compile
 from workers.engines.base import EngineSpec
-
-
-def cosines(a, b):
-    a, b = a.astype(np.float64), b.astype(np.float64)
-    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+from workers.eval.metrics import measure_cosines
 
 
 @pytest.fixture
@@ -71,7 +67,7 @@ def test_the_vacc_engine_feeds_six_int32_tensors_in_vendor_order_and_pools_the_l
     first_ids = samples[0][2][0][0]
     assert first_ids[int(samples[0][2][1].sum()) - 1] == engine.endoftext_id  # the last real token
     want = tiny_engine("embed", dtype="fp32", seqlens=(64,)).embed(texts).vectors
-    assert cosines(got, want).min() >= 0.999  # the stand-in returns fp16 like the card
+    assert measure_cosines(got, want).min() >= 0.999  # the stand-in returns fp16 like the card
 
 
 def test_the_vacc_reranker_reads_yes_minus_no_at_the_last_real_token(fake_vendor_tools, vacc_store,

@@ -10,16 +10,12 @@ import pytest
 
 from common.defaults import DEFAULT_SYMMETRIC_INSTRUCTION
 from common.templates import format_query, format_symmetric, query_prompt
+from workers.eval.metrics import measure_cosines
 
 SEQLENS = (16, 32, 64, 128)
 MAX_TOKENS = SEQLENS[-1]
 ENDOFTEXT_ID = 151643
 SAME = 0.99999  # cosine that counts as the same vector in fp32
-
-
-def cosines(a, b):
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
 
 
 def renormalise(x):
@@ -31,7 +27,7 @@ def assert_same_vectors(ours, reference, texts):
     ours = np.asarray(ours)
     assert ours.shape == np.asarray(reference).shape
     np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
-    cos = cosines(ours, reference)
+    cos = measure_cosines(ours, reference)
     worst = int(np.argmin(cos))
     assert cos.min() >= SAME, f"row {worst} ({texts[worst][:60]!r}) has cosine {cos[worst]:.7f} to the reference"
 
@@ -102,14 +98,14 @@ def test_documents_equal_sentence_transformers_whatever_the_padding_side_and_bat
 def test_left_and_right_padding_give_identical_vectors(tiny_engine, mixed_texts):
     left = tiny_engine("embed", dtype="fp32", seqlens=SEQLENS, padding_side="left").embed(mixed_texts)
     right = tiny_engine("embed", dtype="fp32", seqlens=SEQLENS, padding_side="right").embed(mixed_texts)
-    assert cosines(left.vectors, right.vectors).min() >= SAME
+    assert measure_cosines(left.vectors, right.vectors).min() >= SAME
     np.testing.assert_allclose(left.vectors, right.vectors, atol=1e-5)
 
 
 def test_a_text_embeds_the_same_alone_and_inside_a_batch_of_any_length(engine, mixed_texts):
     together = engine.embed(mixed_texts).vectors
     alone = np.stack([engine.embed([t]).vectors[0] for t in mixed_texts[:9]])
-    assert cosines(alone, together[:9]).min() >= SAME
+    assert measure_cosines(alone, together[:9]).min() >= SAME
 
 
 # --- queries (instruction) ---------------------------------------------------------------------------
@@ -138,7 +134,7 @@ def test_the_instruction_changes_the_vector(engine, mixed_texts):
     texts = mixed_texts[1:8]
     plain = engine.embed(texts).vectors
     query = engine.embed([format_query(t) for t in texts]).vectors
-    assert cosines(plain, query).max() < 0.99
+    assert measure_cosines(plain, query).max() < 0.99
 
 
 # --- MRL ----------------------------------------------------------------------------------------------
@@ -205,7 +201,7 @@ def test_unrelated_texts_get_clearly_different_vectors(engine, mixed_texts):
 def test_matching_against_the_wrong_reference_row_fails(engine, st_model, mixed_texts):
     ours = engine.embed(mixed_texts).vectors
     shifted = np.roll(reference(st_model, mixed_texts), 1, axis=0)
-    assert cosines(ours, shifted).max() < 0.99
+    assert measure_cosines(ours, shifted).max() < 0.99
 
 
 def test_one_changed_word_or_the_wrong_end_token_changes_the_vector(tiny_embed_model, engine):
@@ -223,5 +219,5 @@ def test_one_changed_word_or_the_wrong_end_token_changes_the_vector(tiny_embed_m
         right = model(input_ids=torch.tensor([content + [ENDOFTEXT_ID]])).last_hidden_state[0, -1]
         wrong = model(input_ids=torch.tensor([content + [151645]])).last_hidden_state[0, -1]
     right, wrong = right.numpy(), wrong.numpy()
-    assert cosines([right], [a])[0] >= SAME
-    assert cosines([wrong], [a])[0] < 0.99
+    assert measure_cosines([right], [a])[0] >= SAME
+    assert measure_cosines([wrong], [a])[0] < 0.99

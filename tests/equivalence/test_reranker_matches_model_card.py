@@ -1,65 +1,19 @@
-"""Our reranker scores equal the model card's algorithm, written out here with plain transformers.
+"""Our reranker scores equal the model card's algorithm (harness/model_card.py, plain transformers).
 
-The reference below is the Qwen3-Reranker model card's code: the full causal LM, left padding,
-prefix and suffix tokenised apart, the body truncated with truncation='longest_first' to what
-is left of max_length, full logits at the last position, softmax over [no, yes]. None of it
-uses our engine, batching or templates module (the strings are spelled out again).
+The reference is the Qwen3-Reranker model card's code: the full causal LM, left padding, prefix
+and suffix tokenised apart, the body truncated with truncation='longest_first' to what is left of
+max_length, full logits at the last position, softmax over [no, yes]. None of it uses our engine,
+batching or templates module (the strings are spelled out again there).
 """
 
 import numpy as np
 import pytest
 
+from harness.model_card import ModelCardReranker
+
 SEQLENS = (96, 128, 256)
 MAX_LENGTH = SEQLENS[-1]
 SAME = 1e-5  # abs difference of P(yes) that counts as the same score in fp32
-
-CARD_PREFIX = ("<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the "
-               "Instruct provided. Note that the answer can only be \"yes\" or \"no\".<|im_end|>\n<|im_start|>user\n")
-CARD_SUFFIX = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
-CARD_INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query"
-
-
-class ModelCardReranker:
-    def __init__(self, folder, max_length=MAX_LENGTH):
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        self.torch = torch
-        self.tokenizer = AutoTokenizer.from_pretrained(folder, padding_side="left")
-        self.model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
-        self.token_false_id = self.tokenizer.convert_tokens_to_ids("no")
-        self.token_true_id = self.tokenizer.convert_tokens_to_ids("yes")
-        self.max_length = max_length
-        self.prefix_tokens = self.tokenizer.encode(CARD_PREFIX, add_special_tokens=False)
-        self.suffix_tokens = self.tokenizer.encode(CARD_SUFFIX, add_special_tokens=False)
-
-    @staticmethod
-    def format_instruction(instruction, query, doc):
-        return f"<Instruct>: {instruction}\n<Query>: {query}\n<Document>: {doc}"
-
-    def process_inputs(self, pairs):
-        inputs = self.tokenizer(pairs, padding=False, truncation="longest_first", return_attention_mask=False,
-                                max_length=self.max_length - len(self.prefix_tokens) - len(self.suffix_tokens))
-        for i, ele in enumerate(inputs["input_ids"]):
-            inputs["input_ids"][i] = self.prefix_tokens + ele + self.suffix_tokens
-        return self.tokenizer.pad(inputs, padding="longest", return_tensors="pt")
-
-    def scores(self, queries, documents, instruction=CARD_INSTRUCTION, batch_size=64):
-        """(P(yes) per pair, real token count per pair)."""
-        out, lengths = [], []
-        pairs = [self.format_instruction(instruction, q, d) for q, d in zip(queries, documents)]
-        for start in range(0, len(pairs), batch_size):
-            inputs = self.process_inputs(pairs[start:start + batch_size])
-            with self.torch.no_grad():
-                logits = self.model(**inputs).logits[:, -1, :]
-            true_vector = logits[:, self.token_true_id]
-            false_vector = logits[:, self.token_false_id]
-            batch_scores = self.torch.stack([false_vector, true_vector], dim=1)
-            batch_scores = self.torch.nn.functional.log_softmax(batch_scores, dim=1)
-            out += batch_scores[:, 1].exp().tolist()
-            lengths += inputs["attention_mask"].sum(1).tolist()
-        return np.array(out), np.array(lengths)
-
 
 QUERIES = ["What is the capital of China?", "Explain gravity", "中国的首都是哪里？", "what does a reranker do"]
 DOCUMENTS = [
@@ -79,7 +33,7 @@ PAIRS = [(q, d) for q in QUERIES for d in DOCUMENTS]
 
 @pytest.fixture(scope="module")
 def card(tiny_rerank_model):
-    return ModelCardReranker(str(tiny_rerank_model))
+    return ModelCardReranker(str(tiny_rerank_model), max_length=MAX_LENGTH)
 
 
 @pytest.fixture(scope="module")

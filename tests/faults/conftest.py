@@ -4,26 +4,18 @@ that hold a shard at a step until the test releases it (common.faults.Barrier), 
 
 import time
 
-import pytest
 from celery import Celery
 from kombu import Exchange, Queue
 
 from common.faults import Barrier
 from common.io.store import OutputStore
 from tests.integration.conftest import local_cluster, redis_server  # noqa: F401  (shared fixtures)
-from workers import cluster
+from harness import cluster
 
 SIM = {"QWEN3B_SIM_BATCH_S": "0.02"}
 # Workers that count as gone after 6 s without a heartbeat, checked every 2 s: the self-healing
 # tests then take seconds. The test of the 60 s promise runs with the defaults.
 QUICK_HEALING = {"QWEN3B_HEARTBEAT_TTL_S": "6", "QWEN3B_RECONCILE_INTERVAL_S": "2"}
-
-
-@pytest.fixture
-def barrier(tmp_path) -> Barrier:
-    folder = tmp_path / "faults"
-    folder.mkdir()
-    return Barrier(folder)
 
 
 def faults(barrier: Barrier, spec: str) -> dict:

@@ -1,5 +1,7 @@
 """Redis restarts, a producer killed mid-enqueue, a pickle message, poison input (issue 4)."""
 
+import os
+import signal
 import time
 
 import pyarrow as pa
@@ -10,9 +12,9 @@ from kombu import Connection, Exchange, Producer
 
 from common.io.store import OutputStore
 from common.jobstate import read_state
-from tests.faults.conftest import QUICK_HEALING, SIM, start, submit, wait_for
+from tests.faults.conftest import QUICK_HEALING, SIM, faults, start, submit, wait_for
 from tests.integration.conftest import Cluster, assert_every_id_exactly_once, wait_until_finished, write_corpus
-from workers import cluster
+from harness import cluster
 
 pytestmark = pytest.mark.slow
 
@@ -22,7 +24,7 @@ def test_a_redis_restart_mid_job_ends_with_the_job_complete_and_no_operator_comm
                                                                                       persistent):
     # Given a job in progress on two workers
     server = cluster.RedisServer(tmp_path / "redis", appendonly=persistent).start()
-    c = Cluster(server, tmp_path / "logs")
+    c = Cluster(server, tmp_path / "logs", tmp_path)
     try:
         ids = write_corpus(tmp_path / "c.jsonl", 3000)
         originals = {w.name for w in start(c, 2, tiny_embed_model, env={"QWEN3B_SIM_BATCH_S": "0.1",
@@ -39,6 +41,31 @@ def test_a_redis_restart_mid_job_ends_with_the_job_complete_and_no_operator_comm
         commits = read_state(store).commits.values()
         after = {r.worker for r in commits if r.committed_at > restarted_at}
         assert after and after <= originals
+        assert_every_id_exactly_once(ids, tmp_path / "out")
+    finally:
+        c.stop()
+        server.stop()
+
+
+def test_a_redis_restart_that_also_replaces_a_busy_pool_child_still_needs_no_operator_command(tmp_path,
+                                                                                               tiny_embed_model,
+                                                                                               barrier):
+    # Given a worker held in the middle of the first shard of a job
+    server = cluster.RedisServer(tmp_path / "redis").start()
+    c = Cluster(server, tmp_path / "logs", tmp_path)
+    try:
+        ids = write_corpus(tmp_path / "c.jsonl", 600)
+        [worker] = start(c, 1, tiny_embed_model,
+                         env={**QUICK_HEALING, **faults(barrier, "before_commit:wait-once@00000-000000000000")})
+        submit(c, tiny_embed_model, tmp_path / "c.jsonl", tmp_path / "out", 200)
+        barrier.wait_reached("before_commit")
+        # When Redis restarts without persistence (every queue, record and the job's registration
+        # gone) and the busy pool child is replaced (its memory of the job gone too)
+        server.restart()
+        for pid in worker.pids()[1:]:
+            os.kill(pid, signal.SIGKILL)
+        # Then the new child finds the job in the output root's registry and finishes it
+        wait_until_finished(tmp_path / "out", timeout_s=120)
         assert_every_id_exactly_once(ids, tmp_path / "out")
     finally:
         c.stop()

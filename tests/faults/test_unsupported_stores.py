@@ -13,7 +13,7 @@ import pytest
 from common.io.store import link_exclusive
 from tests.faults.conftest import SIM
 from tests.integration.conftest import write_corpus
-from workers import cluster
+from harness import cluster
 
 FAKES = Path(__file__).resolve().parents[1] / "fakes"
 

@@ -26,7 +26,8 @@ def test_a_worker_child_killed_mid_shard_has_its_shard_redelivered_and_committed
                                                                                      tmp_path, barrier):
     # Given a worker held in the middle of its first shard
     ids = write_corpus(tmp_path / "c.jsonl", 600)
-    [worker] = start(local_cluster, 1, tiny_embed_model, env=faults(barrier, "after_compute:wait-once"))
+    [worker] = start(local_cluster, 1, tiny_embed_model,
+                     env=faults(barrier, "after_compute:wait-once@00000-000000000000"))
     submit(local_cluster, tiny_embed_model, tmp_path / "c.jsonl", tmp_path / "out", 200)
     [shard] = barrier.wait_reached("after_compute")
     # When its pool child is SIGKILLed there

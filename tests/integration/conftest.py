@@ -10,7 +10,7 @@ import pytest
 from harness import corpora
 from common.io.store import OutputStore
 from common.jobstate import read_state
-from workers import cluster
+from harness import cluster
 
 # Quick retries, and a 1 s soft shutdown so that stopping an idle worker at teardown takes about
 # a second, not the 10 s default (the SIGTERM test sets its own).
@@ -57,10 +57,15 @@ def wait_until_finished(out: Path, timeout_s: float = 300):
 
 
 class Cluster:
-    def __init__(self, redis_server: cluster.RedisServer, logdir: Path):
+    """Workers and producers of one test: they write only under the test's folder (and the job
+    registry of common/job_registry.py lives there too) and read inputs there and in the model cache."""
+
+    def __init__(self, redis_server: cluster.RedisServer, logdir: Path, root: Path | None = None):
         self.redis = redis_server
         self.logdir = logdir
         self.workers: list[cluster.Worker] = []
+        self.roots = {"QWEN3B_OUTPUT_ROOT": str(root), "QWEN3B_INPUT_ROOTS": f"{root},{cluster.REPO_ROOT / '.cache'}"
+                      } if root else {}
 
     @property
     def url(self) -> str:
@@ -69,8 +74,8 @@ class Cluster:
     def start_workers(self, n: int, model, task: str = "embed", env: dict | None = None, wait: bool = True,
                       pool: str = "prefork", backend: str = "torch") -> list[cluster.Worker]:
         started = [cluster.start_worker(self.url, str(model), f"{task}-w{len(self.workers) + i}", self.logdir,
-                                        task=task, env={**FAST_RETRIES, **(env or {})}, pool=pool, threads=1,
-                                        backend=backend)
+                                        task=task, env={**self.roots, **FAST_RETRIES, **(env or {})}, pool=pool,
+                                        threads=1, backend=backend)
                    for i in range(n)]
         self.workers += started
         if wait:
@@ -78,7 +83,8 @@ class Cluster:
         return started
 
     def producer(self, *args, timeout_s: float = 600, env: dict | None = None):
-        return cluster.run_cli("producer", [str(a) for a in args], self.url, timeout_s, {**FAST_RETRIES, **(env or {})})
+        return cluster.run_cli("producer", [str(a) for a in args], self.url, timeout_s,
+                               {**self.roots, **FAST_RETRIES, **(env or {})})
 
     def logs(self) -> str:
         return "\n".join(f"--- {w.name}\n{w.log()[-4000:]}" for w in self.workers)
@@ -97,6 +103,6 @@ def redis_server(tmp_path):
 
 @pytest.fixture
 def local_cluster(redis_server, tmp_path):
-    c = Cluster(redis_server, tmp_path / "logs")
+    c = Cluster(redis_server, tmp_path / "logs", tmp_path)
     yield c
     c.stop()

@@ -112,5 +112,5 @@ def test_the_gpu_script_dry_run_prints_the_bf16_sweeps_and_the_engine_benchmark(
     sweeps = [c for c in commands if " -m workers bench " in c and "--sweep-batch" in c]
     assert {("--task embed" in c, "--task rerank" in c) for c in sweeps} == {(True, False), (False, True)}
     assert all("--dtype bf16" in c and "--devices cuda:0" in c for c in sweeps)
-    assert any(c.endswith("-m workers.bench.engine_bench --device cuda:0 --dtype bf16 "
+    assert any(c.endswith("-m workers.bench.engine --device cuda:0 --dtype bf16 "
                           "--out bench-results/engine-cuda.json") for c in commands)

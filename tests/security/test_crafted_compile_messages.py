@@ -8,9 +8,9 @@ from common.compile_status import read_status
 from common.errors import ModelLoadError
 from common.model_identity import model_ref
 from common.io.output import sha256_file
-from common.schemas import ArtifactKey, ArtifactManifest
+from common.schemas import ArtifactKey, ArtifactManifest, Validation
 from tests.faults.conftest import send_through_plain_celery, wait_for
-from workers import cluster
+from harness import cluster
 from workers.engines.base import EngineSpec
 from workers.engines.fixed_shape import find_artifacts
 
@@ -62,6 +62,9 @@ def test_a_compile_message_for_model_a_with_model_b_as_its_source_publishes_noth
     assert ArtifactStore(store).find(a, "onnx", "embed", "fp32") == []
 
 
+VALIDATED = Validation(metric="worst_cosine", worst=1.0, mean=1.0, bound=0.99999, samples=1, passed=True)
+
+
 def publish_fake_artifact(store: ArtifactStore, model, manifest_identity: str) -> ArtifactManifest:
     ref = model_ref(str(model))
     key = ArtifactKey(model_identity=ref.identity, model_tag=ref.tag, backend="onnx", task="embed", dtype="fp32",
@@ -70,7 +73,7 @@ def publish_fake_artifact(store: ArtifactStore, model, manifest_identity: str) -
         (staged / "model.onnx").write_bytes(b"graph")
         manifest = ArtifactManifest(key=key, model_source=ref.source, model_identity=manifest_identity,
                                     files=("model.onnx",), files_sha256={"model.onnx": sha256_file(staged / "model.onnx")},
-                                    inputs=(), outputs=(), validation=None, tool_versions={}, compile_seconds=0,
+                                    inputs=(), outputs=(), validation=VALIDATED, tool_versions={}, compile_seconds=0,
                                     created_at="2026-11-30T00:00:00+00:00", job="crafted", host="h")
         store.publish(staged, manifest)
     return manifest
@@ -103,3 +106,17 @@ def test_a_symlink_planted_in_the_artifact_store_cannot_lead_a_publish_outside_i
     with pytest.raises(Exception, match="outside the artifact store"):
         publish_fake_artifact(store, tiny_embed_model, ref.identity)
     assert list((tmp_path / "elsewhere").iterdir()) == []
+
+
+def test_an_artifact_published_without_validation_is_served_only_when_the_operator_allows_it(tmp_path,
+                                                                                           tiny_embed_model,
+                                                                                           monkeypatch):
+    store = ArtifactStore(tmp_path / "artifacts")
+    manifest = publish_fake_artifact(store, tiny_embed_model, model_ref(str(tiny_embed_model)).identity)
+    unvalidated = manifest.model_copy(update={"validation": None, "validation_note": "not validated: no card"})
+    (store.folder(manifest.key) / "manifest.json").write_text(unvalidated.model_dump_json())
+    spec = EngineSpec(model=str(tiny_embed_model), backend="onnx", dtype="fp32", seqlens=(64,))
+    with pytest.raises(ModelLoadError, match="published without validation .*QWEN3B_ALLOW_UNVALIDATED_ARTIFACTS=1"):
+        find_artifacts(spec, store)
+    monkeypatch.setenv("QWEN3B_ALLOW_UNVALIDATED_ARTIFACTS", "1")
+    assert find_artifacts(spec, store)[0][0].validation is None

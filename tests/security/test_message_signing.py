@@ -25,7 +25,7 @@ from common.settings import Settings, load_settings
 from producer.plan import plan_job
 from tests.faults.conftest import SIM, committed_by, send_through_plain_celery, submit, wait_for
 from tests.integration.conftest import assert_every_id_exactly_once, write_corpus
-from workers import cluster
+from harness import cluster
 
 pytestmark = pytest.mark.slow
 

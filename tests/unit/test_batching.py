@@ -12,6 +12,7 @@ import pytest
 
 from common.errors import ConfigError
 from common.templates import RERANK_PREFIX, RERANK_SUFFIX, format_rerank_body
+from common.options import validate_seqlens
 from workers import batching
 
 ENDOFTEXT_ID = 151643
@@ -48,19 +49,19 @@ def expected_rerank_ids(tokenizer, query, document, max_tokens, instruction=None
 # --- pure functions ---------------------------------------------------------------------------------
 
 def test_sequence_lengths_are_sorted_and_deduplicated():
-    assert batching.validate_seqlens([512, 64, 128, 64]) == (64, 128, 512)
+    assert validate_seqlens([512, 64, 128, 64]) == (64, 128, 512)
 
 
 @pytest.mark.parametrize("bad", [[], [4], [0, 64]])
 def test_sequence_lengths_below_eight_tokens_are_refused(bad):
-    with pytest.raises(ConfigError, match="sequence lengths"):
-        batching.validate_seqlens(bad)
+    with pytest.raises(ConfigError, match="--seqlens: lengths must be >= 8"):
+        validate_seqlens(bad)
 
 
 def test_compiled_shapes_refuse_lengths_that_are_not_multiples_of_16():
-    assert batching.validate_seqlens([32, 64], multiple=16) == (32, 64)
+    assert validate_seqlens([32, 64], multiple=16) == (32, 64)
     with pytest.raises(ConfigError, match=r"\[40\].*multiples of 16"):
-        batching.validate_seqlens([32, 40], multiple=16)
+        validate_seqlens([32, 40], multiple=16)
 
 
 def test_a_row_goes_to_the_smallest_bucket_that_holds_it():

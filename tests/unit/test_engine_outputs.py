@@ -138,17 +138,17 @@ def test_an_mrl_dimension_is_the_full_vector_sliced_then_renormalised(engine, di
 def test_an_mrl_dimension_outside_32_to_hidden_is_refused_clearly(engine, dim):
     hidden = engine.info.hidden_size
     dim = hidden + 1 if dim == "hidden+1" else dim
-    with pytest.raises(ConfigError, match=rf"embedding dim {dim} is out of range.*from 32 to its hidden size {hidden}"):
+    with pytest.raises(ConfigError, match=rf"--dim {dim}.*(from 32|above the model's hidden size {hidden})"):
         engine.embed(["x"], dim=dim)
 
 
 # --- options -----------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("field,value,message", [
-    ("task", "classify", "task must be 'embed' or 'rerank'"),
-    ("dtype", "fp8", "dtype must be fp32, bf16, fp16 or int8"),
+    ("task", "classify", "--task 'classify': choose embed or rerank"),
+    ("dtype", "fp8", "--dtype 'fp8': choose one of fp32, bf16, fp16, int8"),
     ("padding_side", "middle", "padding_side must be 'left' or 'right'"),
-    ("seqlens", (4,), "sequence lengths must be >= 8"),
+    ("seqlens", (4,), "--seqlens: lengths must be >= 8"),
 ])
 def test_a_bad_engine_option_is_refused_with_a_clear_message(field, value, message):
     with pytest.raises(ConfigError, match=message):

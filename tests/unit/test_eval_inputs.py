@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from workers.eval.inputs import EvalInputError, hash_file, read_reranking, read_sts
+from workers.eval.inputs import EvalInputError, read_reranking, read_sts
 
 GOOD_STS = {"sentence1": "A cat sits.", "sentence2": "A cat is sitting.", "score": 4.6, "subset": "x"}
 GOOD_QUERY = {"query_id": 7, "query": "what is rope",
@@ -93,5 +93,8 @@ def test_a_reranking_line_without_a_query_id_is_an_error(tmp_path):
 def test_the_dataset_hash_is_the_sha256_of_the_whole_file(tmp_path):
     import hashlib
 
+    from workers.eval.report import describe_dataset
+
     path = write_lines(tmp_path, [GOOD_STS] * 3)
-    assert hash_file(path) == hashlib.sha256(path.read_bytes()).hexdigest()
+    described = describe_dataset(path, rows_read=3, row_cap=None)
+    assert described["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()

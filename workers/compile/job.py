@@ -22,6 +22,9 @@ from common.artifacts import ArtifactStore
 from common.errors import Qwen3BatchError
 from common.io.output import sha256_file
 from common.model_identity import model_ref
+from common.paths import check_within
+from common.schemas import HUB_ID
+from common.settings import ENV_PREFIX
 from common.schemas import ArtifactManifest, CompileRequest, Validation
 from workers.compile.validate import ValidationFailed, validate
 
@@ -64,6 +67,13 @@ def run_compile(request: CompileRequest, store: ArtifactStore, report: Report = 
         return finish(report, "failed", reason=f"{type(exc).__name__}: {exc}")
     return finish(report, "published", folder=str(store.folder(key)), seconds=manifest.compile_seconds,
                   validation=validation.model_dump() if validation else None, note=note)
+
+
+def admit(request: CompileRequest, input_roots: tuple[str, ...]) -> None:
+    """A queued request's checkpoint folder must lie inside the compile worker's input roots
+    (a hub id names no path); RefusedMessage otherwise."""
+    if not HUB_ID.match(request.model.source):
+        check_within(request.model.source, input_roots, "model", f"{ENV_PREFIX}INPUT_ROOTS")
 
 
 def verify_model(request: CompileRequest) -> str:

@@ -9,12 +9,12 @@ every backend shares the same semantics by construction.
 
 import copy
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from common import defaults
+from common import defaults, options
 from common.errors import ConfigError
 from common.templates import RERANK_PREFIX, RERANK_SUFFIX
 from workers import batching
@@ -38,18 +38,11 @@ class EngineSpec:
     chars_per_token_cap: int = defaults.CHARS_PER_TOKEN_CAP
 
     def __post_init__(self):
-        if self.task not in ("embed", "rerank"):
-            raise ConfigError(f"task must be 'embed' or 'rerank', got {self.task!r}")
-        if self.dtype not in ("fp32", "bf16", "fp16", "int8"):
-            raise ConfigError(f"dtype must be fp32, bf16, fp16 or int8, got {self.dtype!r}")
-        if self.dtype == "int8" and self.backend != "onnx":
-            raise ConfigError("int8 is a compiled dtype: use --backend onnx (after producer compile --dtype int8)")
-        compiled = defaults.COMPILE_DTYPES.get(self.backend)
-        if compiled and self.dtype not in compiled:
-            raise ConfigError(f"--dtype {self.dtype}: {self.backend} artifacts are compiled in {', '.join(compiled)}")
+        options.check_task(self.task)
+        options.check_dtype(self.dtype, self.backend)
         if self.padding_side not in ("left", "right"):
             raise ConfigError(f"padding_side must be 'left' or 'right', got {self.padding_side!r}")
-        object.__setattr__(self, "seqlens", batching.validate_seqlens(self.seqlens))
+        object.__setattr__(self, "seqlens", options.validate_seqlens(self.seqlens))
 
     @property
     def max_tokens(self) -> int:
@@ -58,6 +51,14 @@ class EngineSpec:
     @property
     def max_chars(self) -> int:
         return self.max_tokens * self.chars_per_token_cap
+
+
+Progress = Callable[[int, int], None] | None  # (rows, real tokens) of a forward pass just done
+
+
+def report(progress: Progress, batch: batching.Batch) -> None:
+    if progress is not None:
+        progress(len(batch.rows), int(np.asarray(batch.lengths).sum()))
 
 
 @dataclass
@@ -104,8 +105,9 @@ class Engine(ABC):
         """[b] float32: logit(yes) - logit(no) at each row's last real token."""
 
     # --- shared pre- and post-processing --------------------------------------------------------
-    def embed(self, texts: Sequence[str], dim: int | None = None) -> EmbedOutput:
-        """Embed already-formatted texts (see common.templates for queries)."""
+    def embed(self, texts: Sequence[str], dim: int | None = None, progress: Progress = None) -> EmbedOutput:
+        """Embed already-formatted texts (see common.templates for queries). progress(rows, tokens)
+        is called after each forward pass (the worker's heartbeat reports it)."""
         dim = self.check_dim(dim)
         rows = batching.tokenize_for_embedding(self.tokenizer, texts, self.spec.max_tokens, self.endoftext_id,
                                                self.spec.max_chars)
@@ -117,10 +119,11 @@ class Engine(ABC):
             batch_vectors, bad = normalize_mrl(pooled, dim)
             vectors[batch.rows] = 0.0 if bad.any() else batch_vectors  # a poisoned batch writes nothing
             self.mark_batch_errors(errors, batch, bad, "embedding")
+            report(progress, batch)
         return EmbedOutput(vectors, *self.row_stats(rows), errors=errors)
 
     def rerank(self, queries: Sequence[str], documents: Sequence[str],
-               instruction: str = defaults.DEFAULT_RERANK_INSTRUCTION) -> RerankOutput:
+               instruction: str = defaults.DEFAULT_RERANK_INSTRUCTION, progress: Progress = None) -> RerankOutput:
         rows = batching.tokenize_for_rerank(self.tokenizer, self.rerank_prompt_ids(), queries, documents,
                                             instruction, self.spec.max_tokens, self.spec.max_chars)
         scores = np.full(len(rows), np.nan, dtype=np.float32)
@@ -132,6 +135,7 @@ class Engine(ABC):
             # P(yes) = softmax([no, yes])[1] = sigmoid(yes - no) = exp(-log(1 + exp(-gap))), without overflow
             scores[batch.rows] = np.nan if bad.any() else np.exp(-np.logaddexp(np.float32(0), -gap))
             self.mark_batch_errors(errors, batch, bad, "rerank score")
+            report(progress, batch)
         return RerankOutput(scores, *self.row_stats(rows), errors=errors)
 
     def batches(self, rows: list[batching.TokenizedRow]):
@@ -149,7 +153,7 @@ class Engine(ABC):
 
     def configured(self, seqlens: tuple[int, ...]) -> "Engine":
         """This engine with a job's own length buckets; the loaded model is shared, not copied."""
-        seqlens = batching.validate_seqlens(seqlens)
+        seqlens = options.validate_seqlens(seqlens)
         if seqlens == self.spec.seqlens:
             return self
         clone = copy.copy(self)
@@ -157,14 +161,7 @@ class Engine(ABC):
         return clone
 
     def check_dim(self, dim: int | None) -> int:
-        hidden = self.info.hidden_size
-        if dim is None:
-            return hidden
-        if not defaults.MIN_EMBEDDING_DIM <= dim <= hidden:
-            raise ConfigError(
-                f"embedding dim {dim} is out of range: Qwen3-Embedding supports MRL dims from "
-                f"{defaults.MIN_EMBEDDING_DIM} to its hidden size {hidden}")
-        return dim
+        return options.check_dim(dim, self.info.hidden_size) or self.info.hidden_size
 
     def rerank_prompt_ids(self) -> batching.RerankPromptIds:
         if not hasattr(self, "_rerank_prompt_ids"):

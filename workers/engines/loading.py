@@ -1,8 +1,10 @@
 """Loading real Qwen3 checkpoints from a local folder or a Hugging Face hub id."""
 
 import functools
+from dataclasses import dataclass
 from pathlib import Path
 
+from common import checkpoints
 from common.errors import ModelLoadError
 from workers.models.random_init import is_random_weights
 
@@ -23,6 +25,51 @@ def resolve_source(model: str) -> tuple[str, bool]:
     return model, False
 
 
+@dataclass(frozen=True)
+class ModelCheck:
+    """What can be known of a checkpoint without its weights, for failing fast (producer, worker start)."""
+
+    source: str
+    hidden_size: int
+    local: bool
+    warning: str | None  # the embedding/reranker kind could not be told: --task decides
+
+
+def inspect_model(model: str, task: str, revision: str | None = None, tokenizer: bool = True) -> ModelCheck:
+    """Read the config (and load the tokenizer) of a folder or hub id, and check it can serve `task`;
+    ModelLoadError saying what is wrong otherwise: a missing folder, an offline hub id, a
+    non-Qwen3 model, a reranker given as an embedding model or the reverse, a broken tokenizer."""
+    source, local = resolve_source(model)
+    if local:
+        found = checkpoints.inspect_folder(source)
+        warning, hidden = checkpoints.check_task(found, task), found.hidden_size
+    else:
+        config = _hub_config(source, revision)
+        warning, hidden = f"{source} is a hub id: whether it is an embedding or a reranker checkpoint was not checked", \
+            config.hidden_size
+    if tokenizer:
+        try:
+            load_tokenizer(source, revision)
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"could not load the tokenizer of {source}: {exc}") from exc
+    return ModelCheck(source, hidden, local, warning)
+
+
+def _hub_config(source: str, revision: str | None):
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(source, revision=revision)
+    except OSError as exc:
+        raise ModelLoadError(
+            f"{source!r} is not a folder here, and fetching it as a Hugging Face hub id failed "
+            f"({type(exc).__name__}). Offline? Download it on a machine with network "
+            f"(huggingface-cli download {source} --local-dir DIR) and pass --model DIR") from exc
+    if config.model_type != "qwen3":
+        raise ModelLoadError(f"{source} is a {config.model_type!r} model; this tool runs Qwen3-Embedding and Qwen3-Reranker")
+    return config
+
+
 def load_pretrained(model: str, task: str, dtype: str, revision: str | None = None, attention: str = "sdpa"):
     """(tokenizer, model) for Qwen3-Embedding (Qwen3Model) or Qwen3-Reranker (Qwen3ForCausalLM).
     attention: the transformers attention implementation (sdpa for the engines; eager for ONNX export)."""
@@ -36,7 +83,7 @@ def load_pretrained(model: str, task: str, dtype: str, revision: str | None = No
         if local:
             raise ModelLoadError(f"could not read the config of {source}: {exc}") from exc
         raise ModelLoadError(
-            f"{source!r} is not a local folder, and fetching it as a Hugging Face hub id failed "
+            f"{source!r} is not a folder here, and fetching it as a Hugging Face hub id failed "
             f"({type(exc).__name__}). Offline? Download it on a machine with network "
             f"(huggingface-cli download {source} --local-dir DIR) and pass --model DIR"
         ) from exc

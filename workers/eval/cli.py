@@ -14,7 +14,7 @@ from rich.markup import escape
 
 from common import defaults
 from common.errors import Qwen3BatchError
-from common.settings import parse_seqlens
+from common.options import parse_seqlens
 from workers.engines.base import EngineSpec
 from workers.eval.running import DEFAULT_CHUNK_ROWS
 
@@ -53,20 +53,21 @@ def finish(command: str, settings: dict, results: dict, started: float, out: Pat
 
 @app.command()
 def sts(
-    file: Path = typer.Argument(..., help="jsonl with sentence1, sentence2, score (STS12, C-MTEB/BQ)"),
-    model: str = typer.Option(..., help="embedding checkpoint folder or hub id"),
-    backend: str = typer.Option(defaults.DEFAULT_BACKEND),
-    dtype: str = typer.Option(defaults.DEFAULT_DTYPE, help=DTYPE_HELP),
-    device: str = typer.Option(defaults.DEFAULT_DEVICE, help="cpu | cuda:N | vacc:N"),
-    instruction: str = typer.Option(defaults.DEFAULT_SYMMETRIC_INSTRUCTION, help="put on both sentences"),
-    no_instruction: bool = typer.Option(False, "--no-instruction", help="embed the raw sentences"),
-    max_pairs: int = typer.Option(None, help="evaluate only the first N pairs (recorded in the JSON)"),
-    dim: int = typer.Option(None, help="MRL dimension; default the hidden size"),
-    seqlens: str = typer.Option(SEQLENS_TEXT, help="length buckets; the largest truncates"),
-    chunk_rows: int = typer.Option(DEFAULT_CHUNK_ROWS, help="texts per engine call (one progress step)"),
-    out: Path = typer.Option(None, help=OUT_HELP),
+    file: Path = typer.Argument(..., metavar="FILE", hidden=True),
+    model: str = typer.Option(..., help="embedding checkpoint folder or hub id", metavar="TEXT"),
+    backend: str = typer.Option(defaults.DEFAULT_BACKEND, metavar="TEXT"),
+    dtype: str = typer.Option(defaults.DEFAULT_DTYPE, help=DTYPE_HELP, metavar="TEXT"),
+    device: str = typer.Option(defaults.DEFAULT_DEVICE, help="cpu | cuda:N | vacc:N", metavar="TEXT"),
+    instruction: str = typer.Option(defaults.DEFAULT_SYMMETRIC_INSTRUCTION, help="put on both sentences", metavar="TEXT"),
+    no_instruction: bool = typer.Option(False, "--no-instruction", help="embed the raw sentences", metavar=""),
+    max_pairs: int = typer.Option(None, help="evaluate only the first N pairs (recorded in the JSON)", metavar="N"),
+    dim: int = typer.Option(None, help="MRL dimension; default the hidden size", metavar="N"),
+    seqlens: str = typer.Option(SEQLENS_TEXT, help="length buckets; the largest truncates", metavar="TEXT"),
+    chunk_rows: int = typer.Option(DEFAULT_CHUNK_ROWS, help="texts per engine call (one progress step)", metavar="N"),
+    out: Path = typer.Option(None, help=OUT_HELP, metavar="PATH"),
 ):
-    """STS: Spearman and Pearson (x100) of cosine similarity against the gold scores."""
+    """STS: Spearman and Pearson (x100) of cosine similarity against the gold scores. FILE: jsonl
+    with sentence1, sentence2, score (STS12, C-MTEB/BQ)."""
     from workers.engines.registry import create_engine
     from workers.eval.inputs import read_sts
     from workers.eval.report import describe_dataset, describe_engine
@@ -86,18 +87,19 @@ def sts(
 
 @app.command()
 def rerank(
-    file: Path = typer.Argument(..., help="jsonl with query_id, query, positive_passages, negative_passages"),
-    model: str = typer.Option(..., help="reranker checkpoint folder or hub id"),
-    backend: str = typer.Option(defaults.DEFAULT_BACKEND),
-    dtype: str = typer.Option(defaults.DEFAULT_DTYPE, help=DTYPE_HELP),
-    device: str = typer.Option(defaults.DEFAULT_DEVICE, help="cpu | cuda:N | vacc:N"),
-    instruction: str = typer.Option(defaults.DEFAULT_RERANK_INSTRUCTION),
-    max_queries: int = typer.Option(None, help="evaluate only the first N queries (the vendor uses 100)"),
-    seqlens: str = typer.Option(SEQLENS_TEXT, help="length buckets; the largest truncates documents"),
-    chunk_rows: int = typer.Option(DEFAULT_CHUNK_ROWS, help="pairs per engine call (one progress step)"),
-    out: Path = typer.Option(None, help=OUT_HELP),
+    file: Path = typer.Argument(..., metavar="FILE", hidden=True),
+    model: str = typer.Option(..., help="reranker checkpoint folder or hub id", metavar="TEXT"),
+    backend: str = typer.Option(defaults.DEFAULT_BACKEND, metavar="TEXT"),
+    dtype: str = typer.Option(defaults.DEFAULT_DTYPE, help=DTYPE_HELP, metavar="TEXT"),
+    device: str = typer.Option(defaults.DEFAULT_DEVICE, help="cpu | cuda:N | vacc:N", metavar="TEXT"),
+    instruction: str = typer.Option(defaults.DEFAULT_RERANK_INSTRUCTION, metavar="TEXT"),
+    max_queries: int = typer.Option(None, help="evaluate only the first N queries (the vendor uses 100)", metavar="N"),
+    seqlens: str = typer.Option(SEQLENS_TEXT, help="length buckets; the largest truncates documents", metavar="TEXT"),
+    chunk_rows: int = typer.Option(DEFAULT_CHUNK_ROWS, help="pairs per engine call (one progress step)", metavar="N"),
+    out: Path = typer.Option(None, help=OUT_HELP, metavar="PATH"),
 ):
-    """Reranking: MRR@10, nDCG@10 and MAP (x100) over each query's positives and negatives."""
+    """Reranking: MRR@10, nDCG@10 and MAP (x100) over each query's positives and negatives. FILE:
+    jsonl with query_id, query, positive_passages, negative_passages."""
     from workers.engines.registry import create_engine
     from workers.eval.inputs import read_reranking
     from workers.eval.report import describe_dataset, describe_engine
@@ -116,24 +118,25 @@ def rerank(
 
 @app.command()
 def agree(
-    file: Path = typer.Argument(..., help="embed: an STS jsonl; rerank: a reranking jsonl (MS MARCO format)"),
-    model: str = typer.Option(..., help="checkpoint folder or hub id (engine a, and b unless --model-b)"),
-    task: str = typer.Option("embed", help="embed | rerank"),
-    model_b: str = typer.Option(None, help="engine b's model, e.g. a compiled copy; default --model"),
-    backend_a: str = typer.Option(defaults.DEFAULT_BACKEND),
-    dtype_a: str = typer.Option("fp32", help="engine a is the reference: fp32 by default; " + DTYPE_HELP),
-    device_a: str = typer.Option(defaults.DEFAULT_DEVICE),
-    backend_b: str = typer.Option(defaults.DEFAULT_BACKEND, help="any backend the registry knows"),
-    dtype_b: str = typer.Option(defaults.DEFAULT_DTYPE, help=DTYPE_HELP),
-    device_b: str = typer.Option(defaults.DEFAULT_DEVICE),
-    instruction: str = typer.Option(None, help="default: the symmetric one (embed), the rerank one (rerank)"),
-    no_instruction: bool = typer.Option(False, "--no-instruction", help="embed: the raw sentences"),
-    max_rows: int = typer.Option(None, help="only the first N pairs (embed) or queries (rerank)"),
-    seqlens: str = typer.Option(SEQLENS_TEXT),
-    chunk_rows: int = typer.Option(DEFAULT_CHUNK_ROWS),
-    out: Path = typer.Option(None, help=OUT_HELP),
+    file: Path = typer.Argument(..., metavar="FILE", hidden=True),
+    model: str = typer.Option(..., help="checkpoint folder or hub id (engine a, and b unless --model-b)", metavar="TEXT"),
+    task: str = typer.Option("embed", help="embed | rerank", metavar="TEXT"),
+    model_b: str = typer.Option(None, help="engine b's model, e.g. a compiled copy; default --model", metavar="TEXT"),
+    backend_a: str = typer.Option(defaults.DEFAULT_BACKEND, metavar="TEXT"),
+    dtype_a: str = typer.Option("fp32", help="engine a is the reference: fp32 by default; " + DTYPE_HELP, metavar="TEXT"),
+    device_a: str = typer.Option(defaults.DEFAULT_DEVICE, metavar="TEXT"),
+    backend_b: str = typer.Option(defaults.DEFAULT_BACKEND, help="any backend the registry knows", metavar="TEXT"),
+    dtype_b: str = typer.Option(defaults.DEFAULT_DTYPE, help=DTYPE_HELP, metavar="TEXT"),
+    device_b: str = typer.Option(defaults.DEFAULT_DEVICE, metavar="TEXT"),
+    instruction: str = typer.Option(None, help="default: the symmetric one (embed), the rerank one (rerank)", metavar="TEXT"),
+    no_instruction: bool = typer.Option(False, "--no-instruction", help="embed: the raw sentences", metavar=""),
+    max_rows: int = typer.Option(None, help="only the first N pairs (embed) or queries (rerank)", metavar="N"),
+    seqlens: str = typer.Option(SEQLENS_TEXT, metavar="TEXT"),
+    chunk_rows: int = typer.Option(DEFAULT_CHUNK_ROWS, metavar="N"),
+    out: Path = typer.Option(None, help=OUT_HELP, metavar="PATH"),
 ):
-    """Backend agreement: the same inputs through engines a and b (cosines, score differences, rankings)."""
+    """Backend agreement: the same inputs through engines a and b (cosines, score differences,
+    rankings). FILE: embed, an STS jsonl; rerank, a reranking jsonl (MS MARCO format)."""
     from workers.eval.agreement import agree_on_reranking, agree_on_sts
     from workers.eval.inputs import EvalInputError, read_reranking, read_sts
     from workers.eval.report import describe_dataset
@@ -159,12 +162,13 @@ def agree(
 
 @app.command()
 def dataset(
-    name: str = typer.Argument(..., help="sts12 | bq | msmarco"),
-    out: Path = typer.Option(..., help="the jsonl to write"),
-    split: str = typer.Option(None, help="default: test (sts12, bq), dev (msmarco)"),
-    max_rows: int = typer.Option(None, help="stop after N rows (streamed: a large split is not downloaded whole)"),
+    name: str = typer.Argument(..., metavar="NAME", hidden=True),
+    out: Path = typer.Option(..., help="the jsonl to write", metavar="PATH"),
+    split: str = typer.Option(None, help="default: test (sts12, bq), dev (msmarco)", metavar="TEXT"),
+    max_rows: int = typer.Option(None, help="stop after N rows (streamed: a large split is not downloaded whole)", metavar="N"),
 ):
-    """Convert a public dataset to the jsonl `workers eval` reads (needs `datasets` and network access)."""
+    """Convert the public dataset NAME (sts12 | bq | msmarco) to the jsonl `workers eval` reads (needs
+    `datasets` and network access)."""
     from workers.eval.public_datasets import export_dataset
 
     with reporting_errors():

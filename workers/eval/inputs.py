@@ -5,7 +5,6 @@ corpus (where a bad row becomes a reject) any bad line stops the run with an err
 file, the line (1-based) and the reason. Blank lines, a UTF-8 BOM and CRLF line ends are accepted.
 """
 
-import hashlib
 import json
 import math
 from collections.abc import Iterator
@@ -141,12 +140,3 @@ def require_passages(obj: dict, field: str, where: Where) -> tuple[str, ...]:
             raise EvalInputError(f"{where}: {field}[{i}] must be an object with a string 'text'")
         texts.append(passage["text"])
     return tuple(texts)
-
-
-def hash_file(path: str | Path) -> str:
-    """sha256 of the whole file, so a result names exactly the data it was measured on."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()

@@ -17,7 +17,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from workers.eval.inputs import hash_file
+from common.io.output import sha256_file
+from common.provenance import provenance
 
 DEFAULT_REPORT_DIR = Path("out") / "eval"
 # Packages whose version can change a figure; those not installed are left out.
@@ -36,7 +37,7 @@ def describe_engine(engine) -> dict:
 
 def describe_dataset(path: str | Path, rows_read: int, row_cap: int | None) -> dict:
     path = Path(path)
-    return {"path": str(path.resolve()), "sha256": hash_file(path), "rows_read": rows_read, "row_cap": row_cap}
+    return {"path": str(path.resolve()), "sha256": sha256_file(path), "rows_read": rows_read, "row_cap": row_cap}
 
 
 def collect_versions() -> dict:
@@ -57,6 +58,7 @@ def build_report(command: str, settings: dict, results: dict) -> dict:
         "results": results,
         "versions": collect_versions(),
         "host": {"machine": platform.machine(), "cpus": os.cpu_count()},
+        "provenance": provenance(f"workers eval {command}"),
     }
 
 

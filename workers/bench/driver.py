@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from workers.perf import stats
+from workers.bench import stats
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,8 @@
 """Pipeline benchmark (issue 3): what the job machinery costs on top of the engine, how workers
 scale, and whether memory stays flat as the corpus grows. One run, one corpus, one model.
 
-    python -m workers.bench.pipeline_bench            # ~8-11 minutes on a 2-core machine
-    python -m workers.bench.pipeline_bench --phases b --workers 1,2  # a quick look at one phase
+    python -m workers.bench.pipeline            # ~8-11 minutes on a 2-core machine
+    python -m workers.bench.pipeline --phases b --workers 1,2  # a quick look at one phase
 
 (a) throughput on the torch engine (tiny random-weight model, real STS12 sentences). The corpus
     is sized by the first in-process run: it embeds until --target-s (60s) have passed, at least
@@ -38,7 +38,7 @@ scale, and whether memory stays flat as the corpus grows. One run, one corpus, o
     1,000,000-row corpus: the producer process's RSS high-water mark (wait4's ru_maxrss, VmHWM
     polled for the live display) and the private redis-server's used_memory_peak.
 
-Everything runs against a private redis-server on a free port (workers.cluster), never the
+Everything runs against a private redis-server on a free port (harness.cluster), never the
 shared one on 6379, and in a temporary folder that is deleted afterwards (--keep keeps it).
 Results: a table on stdout and JSON (default bench-results/pipeline-cpu.json).
 """
@@ -56,8 +56,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import corpora
-from workers import cluster
+from common.provenance import provenance
+from harness import cluster, corpora
+from workers.bench.errors import BenchError
+from workers.bench.options import parse_ints
 
 REPO_ROOT = cluster.REPO_ROOT
 DEFAULT_MODEL = REPO_ROOT / ".cache" / "models" / "qwen3-embed-tiny-random-s1234"
@@ -323,7 +325,7 @@ def run_inprocess(model: Path, corpus: Path, dtype: str, work: Path, label: str,
         + (f" for about {stop_after_s:.0f}s (sizes the corpus of the other modes)" if stop_after_s else ""))
     result = work / f"inprocess-{label}.json"
     env = cluster.base_env("redis://unused")
-    done = subprocess.run([sys.executable, "-m", "workers.bench.pipeline_bench", "--child-inprocess",
+    done = subprocess.run([sys.executable, "-m", "workers.bench.pipeline", "--child-inprocess",
                            str(model), str(corpus), dtype, str(result), str(stop_after_s), str(min_rows)],
                           env=env, cwd=REPO_ROOT)
     if done.returncode:
@@ -559,8 +561,8 @@ def table(results: dict) -> str:
                   row("queued 1 worker, submit->finished", queued["wall_s"], queued["rows_per_s"], queued["cpu_s"],
                       queued["load1_at_end"]),
                   row("queued 1 worker, steady (commits)", queued["steady"]["window_s"], queued["steady"]["rows_per_s"]),
-                  f"    CPU-s: in-process = the engine process; --local = the whole producer process; queued = the worker "
-                  f"during the job + the producer. load1: the machine's 1-minute load average as the mode ended",
+                  "    CPU-s: in-process = the engine process; --local = the whole producer process; queued = the worker "
+                  "during the job + the producer. load1: the machine's 1-minute load average as the mode ended",
                   f"    planning: --local {local['planning_s']}s, queued {queued['planning_s']}s; worker start-up "
                   f"{queued['worker_startup_s']:.1f}s and its first (cold) shard {queued['warm_up']['slowest_shard_s']:.1f}s "
                   f"vs {queued['warm_up']['median_shard_s']:.1f}s warm (warm-up job, excluded); in-process spread before/after {a['inprocess_spread']:.0%}; "
@@ -615,8 +617,14 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def parse_ints(text: str) -> list[int]:
-    return [int(x.replace("_", "")) for x in text.split(",") if x.strip()]
+def int_list(option: str):
+    """An argparse type: comma-separated integers (100_000 allowed), as workers bench reads them."""
+    def parse(text: str) -> list[int]:
+        try:
+            return list(parse_ints(text, option))
+        except BenchError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    return parse
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -624,7 +632,7 @@ def main(argv: list[str] | None = None) -> None:
     if argv[:1] == ["--child-inprocess"]:
         inprocess_child(*argv[1:7])
         return
-    ap = argparse.ArgumentParser(prog="python -m workers.bench.pipeline_bench",
+    ap = argparse.ArgumentParser(prog="python -m workers.bench.pipeline",
                                  description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="embedding model folder (default: tiny)")
     ap.add_argument("--dtype", default="fp32")
@@ -634,11 +642,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--min-rows", type=int, default=20_000, help="(a) smallest corpus when sized by time")
     ap.add_argument("--max-rows", type=int, default=200_000, help="(a) largest corpus when sized by time")
     ap.add_argument("--shard-rows", type=int, default=5_000, help="(a) rows per shard")
-    ap.add_argument("--workers", type=parse_ints, default=[1, 2, 4, 8], help="(b) worker counts")
+    ap.add_argument("--workers", type=int_list("--workers"), default=[1, 2, 4, 8], help="(b) worker counts")
     ap.add_argument("--scale-rows", type=int, default=8_192, help="(b) corpus rows")
     ap.add_argument("--scale-shard-rows", type=int, default=256, help="(b) rows per shard")
     ap.add_argument("--sim-batch-s", type=float, default=2.0, help="(b) simulated device seconds per batch")
-    ap.add_argument("--memory-rows", type=parse_ints, default=[100_000, 1_000_000], help="(c) corpus sizes")
+    ap.add_argument("--memory-rows", type=int_list("--memory-rows"), default=[100_000, 1_000_000], help="(c) corpus sizes")
     ap.add_argument("--memory-shard-rows", type=int, default=10_000, help="(c) rows per shard (the default)")
     ap.add_argument("--out", type=Path, default=Path("bench-results/pipeline-cpu.json"))
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder (corpora, outputs, logs)")
@@ -676,6 +684,7 @@ def main(argv: list[str] | None = None) -> None:
     results["load_at_end"] = os.getloadavg()
     results["seconds"] = time.perf_counter() - _T0
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    results["provenance"] = provenance("python -m workers.bench.pipeline")
     args.out.write_text(json.dumps(results, indent=1, default=str))
     print()
     print(table(results))

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from workers.perf.errors import BenchError
-from workers.perf.stats import max_in_flight, percentile, summarize, throughput
+from workers.bench.errors import BenchError
+from workers.bench.stats import max_in_flight, percentile, summarize, throughput
 
 
 @pytest.mark.parametrize("samples", [

@@ -9,7 +9,7 @@ the ids are random ordinary tokens (ids below <|endoftext|>, where Qwen's specia
 import numpy as np
 
 from workers.batching import Batch
-from workers.perf.errors import BenchError
+from workers.bench.errors import BenchError
 
 
 def fixed_shape_batch(engine, batch_size: int, seqlen: int, seed: int = 0) -> Batch:

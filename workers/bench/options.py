@@ -3,8 +3,8 @@
 import itertools
 from dataclasses import asdict, dataclass
 
+from workers.bench.errors import BenchError
 from workers.device import parse_device
-from workers.perf.errors import BenchError
 
 MODES = ("throughput", "latency")
 DEFAULT_PERCENTILES = (50.0, 90.0, 95.0, 99.0)

@@ -19,7 +19,7 @@ import traceback
 from dataclasses import asdict, dataclass
 
 from common.errors import Qwen3BatchError
-from workers.perf.errors import BenchError
+from workers.bench.errors import BenchError
 
 POLL_S = 1.0  # how often a waiting driver checks that its instances are still alive
 STOP_TIMEOUT_S = 30.0
@@ -106,7 +106,7 @@ def serve_instance(placement: Placement, spec_fields: dict, control, requests, r
 
 def prepare(engine, batch_size: int, seqlen: int, warmup: int, seed: int):
     """Build this configuration's request and run it `warmup` times (kernel selection, caches)."""
-    from workers.perf.inputs import fixed_shape_batch, run_request
+    from workers.bench.inputs import fixed_shape_batch, run_request
 
     batch = fixed_shape_batch(engine, batch_size, seqlen, seed)
     for _ in range(warmup):
@@ -118,7 +118,7 @@ def prepare(engine, batch_size: int, seqlen: int, warmup: int, seed: int):
 
 def serve_requests(engine, batch, instance: int, requests, results) -> None:
     """Run requests from the shared queue until this instance takes a stop marker (None)."""
-    from workers.perf.inputs import run_request
+    from workers.bench.inputs import run_request
 
     while (request_id := requests.get()) is not None:
         start = time.perf_counter()

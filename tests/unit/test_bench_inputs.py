@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from workers.perf.errors import BenchError
-from workers.perf.inputs import fixed_shape_batch, run_request
+from workers.bench.errors import BenchError
+from workers.bench.inputs import fixed_shape_batch, run_request
 
 
 def test_an_embedding_request_is_full_rows_ending_in_endoftext(tiny_engine):

@@ -5,8 +5,8 @@ matplotlib is imported here only, with the Agg backend (no display on servers).
 
 from pathlib import Path
 
-from workers.perf.report import title
-from workers.perf.stats import percentile_key
+from workers.bench.report import title
+from workers.bench.stats import percentile_key
 
 MODE_STYLE = {"throughput": "-", "latency": "--"}
 MODE_LABEL = {"throughput": "max throughput", "latency": "min latency"}

@@ -3,7 +3,7 @@
 import math
 from collections.abc import Iterable, Sequence
 
-from workers.perf.errors import BenchError
+from workers.bench.errors import BenchError
 
 
 def percentile(samples: Sequence[float], p: float) -> float:

@@ -168,7 +168,7 @@ class ComposeRedis:
         return f"{'rediss' if self.tls else 'redis'}://:{self.password}@{self.host}:{self.port}/0"
 
     def start(self, timeout_s: float = 10) -> "ComposeRedis":
-        from workers.cluster import free_port
+        from harness.cluster import free_port
 
         self.port = self.port or free_port()
         self.workdir.mkdir(parents=True, exist_ok=True)

@@ -14,30 +14,30 @@ LOG_WIDTH = 160  # columns of the table when output goes to a file
 
 
 def bench(
-    model: str = typer.Option(..., help="checkpoint folder or hub id, or whatever the backend loads"),
-    task: str = typer.Option("embed", help="embed | rerank"),
-    backend: str = typer.Option("torch", help="an engine backend of workers/engines/registry.py (torch, onnx, ...)"),
-    dtype: str = typer.Option("bf16", help="fp32 | bf16 | fp16 (int8: compiled onnx artifacts)"),
-    devices: str = typer.Option("cpu", help="comma-separated device ids: cpu, or cuda:0,cuda:1, or vacc:0"),
-    instances: int = typer.Option(1, help="engine processes per device, each loading its own engine"),
-    batch_size: int = typer.Option(8, help="sequences per request"),
-    seqlen: int = typer.Option(512, help="tokens per sequence: every request is batch x seqlen real tokens"),
-    sweep_batch: str = typer.Option("", help="batch sizes to sweep, e.g. 1,2,4,8 (replaces --batch-size)"),
-    sweep_seqlen: str = typer.Option("", help="sequence lengths to sweep, e.g. 128,256,512 (replaces --seqlen)"),
-    mode: str = typer.Option("both", help="throughput (a bounded queue in flight) | latency (one at a time) | both"),
-    warmup: int = typer.Option(3, help="untimed requests per instance before each configuration"),
-    iterations: int = typer.Option(20, help="timed requests per configuration and mode"),
-    queue_depth: int = typer.Option(0, help="throughput mode: requests in flight (0: two per instance)"),
-    percentiles: str = typer.Option("50,90,95,99", help="latency percentiles to report"),
-    out: Path = typer.Option(Path("bench-results/perf.json"), help="JSON report; PNGs go next to it"),
-    plots: bool | None = typer.Option(None, "--plots/--no-plots", help="draw PNG plots (default: when sweeping)"),
-    seed: int = typer.Option(0, help="seed of the random token ids"),
+    model: str = typer.Option(..., help="checkpoint folder or hub id, or whatever the backend loads", metavar="TEXT"),
+    task: str = typer.Option("embed", help="embed | rerank", metavar="TEXT"),
+    backend: str = typer.Option("torch", help="an engine backend of workers/engines/registry.py (torch, onnx, ...)", metavar="TEXT"),
+    dtype: str = typer.Option("bf16", help="fp32 | bf16 | fp16 (int8: compiled onnx artifacts)", metavar="TEXT"),
+    devices: str = typer.Option("cpu", help="comma-separated device ids: cpu, or cuda:0,cuda:1, or vacc:0", metavar="TEXT"),
+    instances: int = typer.Option(1, help="engine processes per device, each loading its own engine", metavar="N"),
+    batch_size: int = typer.Option(8, help="sequences per request", metavar="N"),
+    seqlen: int = typer.Option(512, help="tokens per sequence: every request is batch x seqlen real tokens", metavar="N"),
+    sweep_batch: str = typer.Option("", help="batch sizes to sweep, e.g. 1,2,4,8 (replaces --batch-size)", metavar="TEXT"),
+    sweep_seqlen: str = typer.Option("", help="sequence lengths to sweep, e.g. 128,256,512 (replaces --seqlen)", metavar="TEXT"),
+    mode: str = typer.Option("both", help="throughput (a bounded queue in flight) | latency (one at a time) | both", metavar="TEXT"),
+    warmup: int = typer.Option(3, help="untimed requests per instance before each configuration", metavar="N"),
+    iterations: int = typer.Option(20, help="timed requests per configuration and mode", metavar="N"),
+    queue_depth: int = typer.Option(0, help="throughput mode: requests in flight (0: two per instance)", metavar="N"),
+    percentiles: str = typer.Option("50,90,95,99", help="latency percentiles to report", metavar="TEXT"),
+    out: Path = typer.Option(Path("bench-results/perf.json"), help="JSON report; PNGs go next to it", metavar="PATH"),
+    plots: bool | None = typer.Option(None, "--plots/--no-plots", help="draw PNG plots (default: when sweeping)", metavar=""),
+    seed: int = typer.Option(0, help="seed of the random token ids", metavar="N"),
 ):
     """Measure throughput (sequences/s, tokens/s) and latency percentiles of an engine on fixed-shape
     requests, in maximum-throughput and minimum-latency modes, over instances spread across devices."""
     from rich.console import Console
 
-    from workers.perf import options as opts
+    from workers.bench import options as opts
 
     try:
         options = opts.BenchOptions(
@@ -68,8 +68,8 @@ def write_outputs(options, out: Path, draw: bool, console, progress_console) -> 
     """Run the benchmark, print its table, write the JSON and (if asked) the plots."""
     import json
 
-    from workers.perf.report import render_table
-    from workers.perf.runner import run_bench
+    from workers.bench.report import render_table
+    from workers.bench.runner import run_bench
 
     report = run_bench(options, progress_console)
     console.print(render_table(report))
@@ -77,7 +77,7 @@ def write_outputs(options, out: Path, draw: bool, console, progress_console) -> 
     out.write_text(json.dumps(report, indent=1))
     console.print(f"JSON: {out}")
     if draw:
-        from workers.perf.plots import draw_plots
+        from workers.bench.plots import draw_plots
 
         for path in draw_plots(report, out):
             console.print(f"plot: {path}")

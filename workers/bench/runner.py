@@ -4,10 +4,10 @@ import os
 import time
 from datetime import datetime, timezone
 
-from workers.perf.driver import measure
-from workers.perf.instances import InstancePool, plan_placements
-from workers.perf.options import BenchOptions
-from workers.perf.report import build_report
+from workers.bench.driver import measure
+from workers.bench.instances import InstancePool, plan_placements
+from workers.bench.options import BenchOptions
+from workers.bench.report import build_report
 
 
 def engine_fields(options: BenchOptions) -> dict:

@@ -3,34 +3,19 @@
 import os
 import platform
 import socket
-import subprocess
 import sys
 from pathlib import Path
 
-from workers.perf.instances import cpu_name
-from workers.perf.stats import percentile_key
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from common.provenance import provenance
+from workers.bench.instances import cpu_name
+from workers.bench.stats import percentile_key
 
 
 def host_info(load_at_start: list[float]) -> dict:
     """The machine, and its load before and after the run (a shared host's load skews every figure)."""
     return {"hostname": socket.gethostname(), "platform": platform.platform(), "python": sys.version.split()[0],
             "cpu": cpu_name(), "cpu_count": os.cpu_count(), "cpus_usable": len(os.sched_getaffinity(0)),
-            "load_average_at_start": load_at_start, "load_average_at_end": list(os.getloadavg()),
-            "git_commit": git_commit()}
-
-
-def git_commit() -> str | None:
-    """The checkout's commit, and whether files differ from it (read-only git calls)."""
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
-                                text=True, timeout=5, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
-                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return commit + ("+modified" if dirty else "")
+            "load_average_at_start": load_at_start, "load_average_at_end": list(os.getloadavg())}
 
 
 def build_report(options, instances: list[dict], results: list[dict], started_at: str, seconds: float,
@@ -46,6 +31,7 @@ def build_report(options, instances: list[dict], results: list[dict], started_at
         "torch_version": first["torch_version"],
         "device_name": first["device_name"],
         "host": host_info(load_at_start),
+        "provenance": provenance("workers bench"),
         "instances": instances,
         "results": results,
         "notes": {

@@ -4,10 +4,10 @@ import random
 
 import pytest
 
-from workers.perf.driver import drive, summarize_records
-from workers.perf.errors import BenchError
-from workers.perf.instances import plan_placements
-from workers.perf.options import BenchOptions, parse_devices, parse_percentiles
+from workers.bench.driver import drive, summarize_records
+from workers.bench.errors import BenchError
+from workers.bench.instances import plan_placements
+from workers.bench.options import BenchOptions, parse_devices, parse_percentiles
 
 
 class FakeInstances:

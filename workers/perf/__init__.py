@@ -1,1 +1,0 @@
-"""Latency and throughput measurement of an engine on its device(s) (`workers bench`)."""
