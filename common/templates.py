@@ -8,7 +8,6 @@ Reranker:            prefix + "<Instruct>: {i}\\n<Query>: {q}\\n<Document>: {d}"
 from common.defaults import (
     DEFAULT_RERANK_INSTRUCTION,
     DEFAULT_RETRIEVAL_INSTRUCTION,
-    DEFAULT_SYMMETRIC_INSTRUCTION,
 )
 
 RERANK_SYSTEM_PROMPT = (
@@ -24,16 +23,6 @@ def format_query(query: str, instruction: str | None = DEFAULT_RETRIEVAL_INSTRUC
     if instruction is None:
         return query
     return f"Instruct: {instruction}\nQuery:{query}"
-
-
-def format_document(document: str) -> str:
-    """Documents are embedded as they are: no instruction."""
-    return document
-
-
-def format_symmetric(text: str, instruction: str = DEFAULT_SYMMETRIC_INSTRUCTION) -> str:
-    """STS and pair classification: the same instruction on both sides."""
-    return format_query(text, instruction)
 
 
 def query_prompt(instruction: str | None) -> str:
@@ -53,12 +42,3 @@ def format_rerank_head(query: str, instruction: str = DEFAULT_RERANK_INSTRUCTION
 
 def format_rerank_document(document: str) -> str:
     return f" {document}"
-
-
-def format_rerank_body(query: str, document: str, instruction: str = DEFAULT_RERANK_INSTRUCTION) -> str:
-    """The whole body as the model card writes it: head + " " + document."""
-    return format_rerank_head(query, instruction) + format_rerank_document(document)
-
-
-def format_rerank_prompt(query: str, document: str, instruction: str = DEFAULT_RERANK_INSTRUCTION) -> str:
-    return RERANK_PREFIX + format_rerank_body(query, document, instruction) + RERANK_SUFFIX

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from common.defaults import DEFAULT_SYMMETRIC_INSTRUCTION
-from common.templates import format_query, format_symmetric, query_prompt
+from common.templates import format_query, query_prompt
 from workers.eval.metrics import measure_cosines
 
 SEQLENS = (16, 32, 64, 128)
@@ -125,7 +125,7 @@ def test_a_custom_instruction_equals_the_same_prompt(engine, st_model, mixed_tex
 
 
 def test_symmetric_texts_equal_the_similarity_prompt(engine, st_model, mixed_texts):
-    ours = engine.embed([format_symmetric(t) for t in mixed_texts])
+    ours = engine.embed([format_query(t, DEFAULT_SYMMETRIC_INSTRUCTION) for t in mixed_texts])
     ref = reference(st_model, mixed_texts, prompt=query_prompt(DEFAULT_SYMMETRIC_INSTRUCTION))
     assert_same_vectors(ours.vectors, ref, mixed_texts)
 

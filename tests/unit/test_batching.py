@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 
 from common.errors import ConfigError
-from common.templates import RERANK_PREFIX, RERANK_SUFFIX, format_rerank_body
+from common.defaults import DEFAULT_RERANK_INSTRUCTION
+from common.templates import RERANK_PREFIX, RERANK_SUFFIX
+from harness.model_card import ModelCardReranker
 from common.options import validate_seqlens
 from workers import batching
 
@@ -39,8 +41,7 @@ def expected_rerank_ids(tokenizer, query, document, max_tokens, instruction=None
     """The model card's recipe: prefix and suffix apart, the body truncated to what is left."""
     prefix = tokenizer(RERANK_PREFIX, add_special_tokens=False)["input_ids"]
     suffix = tokenizer(RERANK_SUFFIX, add_special_tokens=False)["input_ids"]
-    body = format_rerank_body(query, document) if instruction is None else format_rerank_body(query, document,
-                                                                                             instruction)
+    body = ModelCardReranker.format_instruction(instruction or DEFAULT_RERANK_INSTRUCTION, query, document)
     ids = tokenizer(body, add_special_tokens=False, truncation="longest_first",
                     max_length=max_tokens - len(prefix) - len(suffix))["input_ids"]
     return prefix + ids + suffix
@@ -146,7 +147,7 @@ def test_the_reranker_cuts_the_document_end_and_keeps_prefix_instruction_query_a
     assert long_row.ids[-len(prompt.suffix):] == prompt.suffix
     assert "<Query>: who wrote it?\n<Document>: word word" in tok.decode(long_row.ids)
     assert not short_row.truncated
-    assert short_row.ids == prompt.prefix + tok(format_rerank_body(query, "short", "my instruction"),
+    assert short_row.ids == prompt.prefix + tok(ModelCardReranker.format_instruction("my instruction", query, "short"),
                                                  add_special_tokens=False)["input_ids"] + prompt.suffix
 
 

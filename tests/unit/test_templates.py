@@ -3,21 +3,19 @@
 import pytest
 
 from common import defaults
-from common.templates import (
-    RERANK_PREFIX,
-    RERANK_SUFFIX,
-    format_document,
-    format_query,
-    format_rerank_body,
-    format_rerank_document,
-    format_rerank_head,
-    format_rerank_prompt,
-    format_symmetric,
-    query_prompt,
-)
 
 CARD_RETRIEVAL_INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query"
 CARD_SYMMETRIC_INSTRUCTION = "Retrieve semantically similar text"
+from common.templates import RERANK_PREFIX, RERANK_SUFFIX, format_query, format_rerank_document, format_rerank_head, query_prompt
+from harness.model_card import ModelCardReranker
+
+card_body = ModelCardReranker.format_instruction  # the model card's own body, spelled out apart from ours
+
+
+def format_rerank_body(query, document, instruction=CARD_RETRIEVAL_INSTRUCTION):
+    return card_body(instruction, query, document)
+
+
 CARD_PREFIX = (
     "<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the "
     'Instruct provided. Note that the answer can only be "yes" or "no".<|im_end|>\n<|im_start|>user\n'
@@ -41,13 +39,8 @@ def test_a_query_without_instruction_is_the_raw_text():
     assert format_query("  raw text ", None) == "  raw text "
 
 
-def test_documents_are_embedded_as_they_are():
-    for doc in ["", " leading space", "中文", "line\nbreak"]:
-        assert format_document(doc) == doc
-
-
 def test_symmetric_tasks_put_the_similarity_instruction_on_both_sides():
-    a, b = format_symmetric("a cat sits"), format_symmetric("a dog runs")
+    a, b = (format_query(t, defaults.DEFAULT_SYMMETRIC_INSTRUCTION) for t in ("a cat sits", "a dog runs"))
     assert a == f"Instruct: {CARD_SYMMETRIC_INSTRUCTION}\nQuery:a cat sits"
     assert b == f"Instruct: {CARD_SYMMETRIC_INSTRUCTION}\nQuery:a dog runs"
 
@@ -62,13 +55,7 @@ def test_the_reranker_prefix_and_suffix_are_the_model_cards():
     assert RERANK_SUFFIX == CARD_SUFFIX
 
 
-def test_the_reranker_prompt_is_prefix_body_suffix():
-    prompt = format_rerank_prompt("what is rope?", "RoPE rotates queries.")
-    assert prompt == (CARD_PREFIX + f"<Instruct>: {CARD_RETRIEVAL_INSTRUCTION}\n<Query>: what is rope?\n"
-                      "<Document>: RoPE rotates queries." + CARD_SUFFIX)
-
-
-def test_the_reranker_body_is_head_plus_space_plus_document():
+def test_our_reranker_body_is_the_model_cards_head_plus_space_plus_document():
     body = format_rerank_body("q", "d", "inst")
     assert body == "<Instruct>: inst\n<Query>: q\n<Document>: d"
     assert format_rerank_head("q", "inst") + format_rerank_document("d") == body
@@ -124,7 +111,8 @@ def test_prefix_and_suffix_tokenise_to_the_same_ids_alone_and_inside_the_prompt(
     prefix = tok(RERANK_PREFIX, add_special_tokens=False)["input_ids"]
     suffix = tok(RERANK_SUFFIX, add_special_tokens=False)["input_ids"]
     body = tok(format_rerank_body("q", "d"), add_special_tokens=False)["input_ids"]
-    assert tok(format_rerank_prompt("q", "d"), add_special_tokens=False)["input_ids"] == prefix + body + suffix
+    whole = RERANK_PREFIX + format_rerank_body("q", "d") + RERANK_SUFFIX
+    assert tok(whole, add_special_tokens=False)["input_ids"] == prefix + body + suffix
     im_start, im_end = tok.convert_tokens_to_ids(["<|im_start|>", "<|im_end|>"])
     assert prefix[0] == im_start and im_end in prefix
     assert suffix[0] == im_end
