@@ -9,16 +9,24 @@ TORCH_SPEC ?= torch==2.13.0
 MODELS ?= .cache/models
 DEMO_ROWS ?= 2000
 
-.PHONY: setup redis demo test bench-engine bench-perf perf-docs rehearsal clean
+.PHONY: setup lock redis demo test bench-engine bench-perf bench-stores perf-docs rehearsal clean
 
-$(VENV)/.installed: pyproject.toml
+# The versions the tests passed with: requirements.lock pins every package (all extras) with its hash
+# (bash scripts/lock.sh regenerates it); torch comes from TORCH_SPEC, the build that suits the host.
+# scripts/newest_deps.sh tries the newest versions pyproject.toml allows instead.
+$(VENV)/.installed: pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q --require-hashes --no-deps -r requirements.lock
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q --no-deps -e .
+	$(PY) -m pip check
 	touch $@
 
 setup: $(VENV)/.installed
+
+lock:
+	bash scripts/lock.sh
 
 # The tests start their own redis-server processes; the demo and a manual cluster use 6379.
 redis:
@@ -41,8 +49,10 @@ demo: setup
 	  --out out/demo-embed --local --shard-rows 500
 	$(PY) scripts/show_output.py out/demo-embed
 
+# -n auto: one pytest process per core (pytest-xdist); --dist loadfile keeps a file's tests, and the
+# module-scoped clusters they share, in one process.
 test: setup redis
-	$(PY) -m pytest tests -q -ra
+	$(PY) -m pytest tests -q -ra -n auto --dist loadfile
 
 # The first run also compiles the ONNX fp32 and int8 artifacts of the 0.6B shape into .cache/artifacts
 # (about 2-4 min each on 2 cores); later runs reuse them.

@@ -27,8 +27,7 @@ def run(app: typer.Typer, prog: str, argv: list[str] | None = None) -> None:
     except Qwen3BatchError as exc:
         fail(f"error: {exc}", EXIT_USAGE)
     except pydantic.ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'option'}: {e['msg'].removeprefix('Value error, ')}"
-                             for e in exc.errors())
+        problems = "; ".join(f"{option_name(e['loc'])}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors())
         fail(f"error: invalid option: {problems}", EXIT_USAGE)
     except KeyboardInterrupt:
         fail("interrupted", EXIT_INTERRUPTED)
@@ -37,6 +36,13 @@ def run(app: typer.Typer, prog: str, argv: list[str] | None = None) -> None:
             raise
         fail(f"error: unexpected {type(exc).__name__}: {exc}\n(a bug? Run the same command with {DEBUG_FLAG}, or "
              f"{DEBUG_ENV}=1, to see the traceback, and report it)", EXIT_UNEXPECTED)
+
+
+def option_name(loc: tuple) -> str:
+    """A field of the options' model as the user typed it: ("shard_rows",) -> --shard-rows."""
+    if len(loc) == 1 and isinstance(loc[0], str) and loc[0].isidentifier():
+        return "--" + loc[0].replace("_", "-")
+    return ".".join(map(str, loc)) or "option"
 
 
 def fail(message: str, code: int) -> None:

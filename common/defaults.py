@@ -38,6 +38,7 @@ DEFAULT_PADDING_SIDE = "right"  # right padding needs no padding mask under caus
 
 # --- compiled backends (ONNX, VACC) --------------------------------------------------------------
 DEFAULT_ARTIFACT_STORE = ".cache/artifacts"  # compiled artifacts, keyed by model hash/backend/shape/dtype
+DEFAULT_ARTIFACT_CACHE = "~/.cache/qwen3batch/artifacts"  # local copies of a bucket store's artifacts
 DEFAULT_COMPILE_BATCH = 8  # rows per compiled batch (fixed shape)
 # Agreement an artifact must reach with the fp32 torch engine on the validation texts before it is
 # published: worst cosine of embeddings, worst |P(yes) difference| of reranker scores.

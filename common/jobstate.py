@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import pyarrow.parquet as pq
 
 from common.io.duplicates import DuplicateFinder
-from common.io.output import METADATA_PREFIX, sha256_file
+from common.io.output import METADATA_PREFIX
 from common.io.store import OutputStore
 from common.schemas import CommitRecord, Plan, QuarantineRecord, SuccessMarker
 
@@ -84,11 +84,11 @@ def finalize(store: OutputStore, state: JobState, verify_checksums: bool = True)
             raise JobCheckError(f"shard {sid}: {c.rows_in} rows in (planned {planned[sid].rows}), "
                                 f"{c.rows_out} out + {c.rows_rejected} rejected")
         store.publish(c)  # a crash between commit and publish is finished here
-        if verify_checksums and sha256_file(store.root / c.data_file) != c.data_sha256:
-            raise JobCheckError(f"shard {sid}: {c.data_file} does not match its committed checksum")
+        if verify_checksums and not store.verify_file(c):
+            raise JobCheckError(f"shard {sid}: {store.location(c.data_file)} is not the committed file")
     duplicates = count_duplicate_ids(store, state.commits)
     if duplicates:
-        raise JobCheckError(f"{duplicates} ids occur more than once in {store.root / 'data'}")
+        raise JobCheckError(f"{duplicates} ids occur more than once in {store.location('data')}")
     quarantined_rows = sum(planned[s].rows for s in state.quarantined)
     if state.rows_done + quarantined_rows != state.plan.rows_total:
         raise JobCheckError(f"{state.rows_done} rows committed + {quarantined_rows} in quarantined shards "
@@ -107,7 +107,8 @@ def made_by(store: OutputStore, commits: dict[str, CommitRecord]) -> dict:
     """simulated / random_weights, from the data files' own metadata (what every worker wrote)."""
     flags = {"simulated": False, "random_weights": False}
     for commit in commits.values():
-        meta = pq.read_schema(store.root / commit.data_file).metadata or {}
+        with store.open_read(commit.data_file) as f:
+            meta = pq.read_schema(f).metadata or {}
         for name in flags:
             flags[name] |= meta.get(f"{METADATA_PREFIX}{name}".encode()) == b"true"
     return flags
@@ -120,16 +121,17 @@ def describes(marker: SuccessMarker, state: JobState) -> bool:
 
 
 def count_duplicate_ids(store: OutputStore, commits: dict[str, CommitRecord]) -> int:
-    total_bytes = sum((store.root / c.data_file).stat().st_size for c in commits.values())
+    """Ids seen twice across the published data files, reading only their id columns."""
+    total_bytes = sum(c.data_bytes or store.size(c.data_file) for c in commits.values())
     finder = DuplicateFinder(total_bytes)
     try:
         for index, c in enumerate(sorted(commits.values(), key=lambda c: c.shard_id)):
-            pf = pq.ParquetFile(store.root / c.data_file)
-            offset = 0
-            for batch in pf.iter_batches(columns=["id"]):
-                ids = batch.column(0).to_pylist()
-                finder.add(index, list(range(offset, offset + len(ids))), ids)
-                offset += len(ids)
+            with store.open_read(c.data_file) as f:
+                offset = 0
+                for batch in pq.ParquetFile(f).iter_batches(columns=["id"]):
+                    ids = batch.column(0).to_pylist()
+                    finder.add(index, list(range(offset, offset + len(ids))), ids)
+                    offset += len(ids)
         return finder.finish()
     finally:
         finder.close()

@@ -1,6 +1,7 @@
 """The option values a job, a worker and an engine share, checked in one place: tasks, backends,
 dtypes and their combinations, length buckets, MRL dimensions. Every message names the option."""
 
+import re
 from collections.abc import Sequence
 
 from common import defaults
@@ -10,6 +11,7 @@ TASKS = ("embed", "rerank")
 BACKENDS = ("torch", "onnx", "vacc", "simulated")  # the engines of workers/engines/registry.py
 COMPILED_BACKENDS = ("onnx", "vacc")  # served from artifacts of the compile queue
 DTYPES = ("fp32", "bf16", "fp16", "int8")
+DEVICE = re.compile(r"^(cpu|cuda(:[0-9]+)?|vacc(:[0-9]+)?)$", re.IGNORECASE)  # workers/device.py pins it
 
 
 def check_task(task: str) -> str:
@@ -22,6 +24,12 @@ def check_backend(backend: str) -> str:
     if backend not in BACKENDS:
         raise ConfigError(f"--backend {backend!r}: choose one of {', '.join(BACKENDS)}")
     return backend
+
+
+def check_device(device: str) -> str:
+    if not DEVICE.match(device.strip()):
+        raise ConfigError(f"--device {device!r}: choose cpu, cuda:N or vacc:N")
+    return device
 
 
 def check_dtype(dtype: str, backend: str) -> str:

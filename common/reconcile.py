@@ -109,7 +109,7 @@ def reconcile_job(client: redis.Redis, publish: Publish, store: OutputStore, pla
         return outcome
     orphans = find_orphans(state, read_deliveries(client, plan), time.time(), grace_s)
     if orphans:
-        publish(plan, str(store.root), orphans)
+        publish(plan, store.url, orphans)
         outcome.republished = orphans
     return outcome
 

@@ -24,6 +24,19 @@ def _absolute_path(value: str) -> str:
     return value
 
 
+OBJECT_URL = re.compile(r"^(s3|gs)://[a-z0-9][a-z0-9._-]{1,62}(/[^\x00]*)?$")
+
+
+def _location(value: str) -> str:
+    """An absolute path, or a bucket URL without `.`/`..` segments (keys are literal, but a
+    filesystem layer may resolve them; the roots check must see what will be written)."""
+    if "://" not in value:
+        return _absolute_path(value)
+    if not OBJECT_URL.match(value) or any(part in (".", "..") for part in value.split("://", 1)[1].split("/")):
+        raise ValueError("must be an s3:// or gs:// URL with a valid bucket name and no '.' or '..' segments")
+    return value
+
+
 def _model_source(value: str) -> str:
     if HUB_ID.match(value):
         return value
@@ -34,8 +47,7 @@ JobId = Annotated[str, StringConstraints(pattern=JOB_NAME.pattern)]
 ShardId = Annotated[str, StringConstraints(pattern=SHARD_ID.pattern)]
 ModelTag = Annotated[str, StringConstraints(pattern=MODEL_TAG.pattern)]
 Identity = Annotated[str, StringConstraints(pattern=IDENTITY.pattern)]
-AbsolutePath = Annotated[str, StringConstraints(min_length=1, max_length=MAX_PATH_CHARS),
-                         AfterValidator(_absolute_path)]
+Location = Annotated[str, StringConstraints(min_length=1, max_length=MAX_PATH_CHARS), AfterValidator(_location)]
 ModelSource = Annotated[str, StringConstraints(min_length=1, max_length=MAX_PATH_CHARS), AfterValidator(_model_source)]
 
 
@@ -166,9 +178,9 @@ class ShardMessage(Message):
     every field agrees with the plan stored in `output`, which must lie inside its output root."""
 
     job_id: JobId
-    output: AbsolutePath
+    output: Location
     shard_id: ShardId
-    input_path: AbsolutePath
+    input_path: Location
     row_start: int = Field(ge=0)
     row_end: int = Field(ge=0)
 
@@ -182,7 +194,8 @@ class CommitRecord(Frozen):
     tokens: int
     data_file: str  # relative to the output root
     reject_file: str | None
-    data_sha256: str
+    data_sha256: str  # of the file as written, before any upload
+    data_bytes: int = 0
     worker: str
     seconds: float
     committed_at: float
@@ -275,6 +288,7 @@ class ArtifactManifest(Frozen):
     model_identity: str = ""
     files: tuple[str, ...]  # relative to the artifact folder; the entry point first
     files_sha256: dict[str, str] = {}  # checked when an engine loads the artifact
+    upload: str = ""  # in a bucket: the prefix (under the key's folder) the files were uploaded to
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
     validation: Validation | None  # None: not validated (VACC compiled where no card is present)

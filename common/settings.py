@@ -11,6 +11,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from common import defaults
 from common.errors import ConfigError
+from common.io.fs import is_object_url, join
 from common.paths import is_within, real
 
 ENV_PREFIX = "QWEN3B_"
@@ -38,6 +39,8 @@ class Settings:
     input_roots: str = ""
     # Compiled fixed-shape models (ONNX, VACC): a folder every compile worker and worker mounts.
     artifact_store: str = defaults.DEFAULT_ARTIFACT_STORE
+    # Where a worker keeps local copies of a bucket store's artifacts, one folder per content hash.
+    artifact_cache: str = defaults.DEFAULT_ARTIFACT_CACHE
     task_time_limit_s: int = defaults.DEFAULT_TASK_TIME_LIMIT_S
     task_soft_time_limit_s: int = defaults.DEFAULT_TASK_SOFT_TIME_LIMIT_S
     visibility_timeout_s: int = defaults.DEFAULT_VISIBILITY_TIMEOUT_S
@@ -90,7 +93,8 @@ class Settings:
         is outside output_root (workers would refuse its shards)."""
         if not self.output_root:
             return out
-        path = Path(out) if Path(out).is_absolute() else Path(self.output_root) / out
+        absolute = is_object_url(out) or Path(out).is_absolute()
+        path = out if absolute else join(self.output_root, out)
         if not self.output_allowed(str(path)):
             raise ConfigError(f"output {out} is outside {ENV_PREFIX}OUTPUT_ROOT={self.output_root}; workers only "
                               "write under it. Pass a path inside it (or a relative one)")

@@ -19,6 +19,8 @@ from common.errors import ConfigError
 REPO_ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 TLS_OVERRIDE_FILE = REPO_ROOT / "docker-compose.redis-tls.yml"
+S3_OVERRIDE_FILE = REPO_ROOT / "docker-compose.s3.yml"
+OVERRIDE_FILES = (TLS_OVERRIDE_FILE, S3_OVERRIDE_FILE)
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 

@@ -30,6 +30,7 @@ import redis
 from common import defaults, heartbeats, options
 from common.broker import BrokerError
 from common.errors import Qwen3BatchError
+from common.io import fs
 from common.io.corpus import changed_inputs
 from common.io.store import OutputStore
 from common.jobstate import JobCheckError, finalize, read_state
@@ -103,8 +104,9 @@ class Job:
         return self.plan.job_id
 
     @property
-    def output(self) -> Path:
-        return self.store.root
+    def output(self) -> str:
+        """The output folder, or its bucket URL."""
+        return self.store.url
 
     @property
     def client(self) -> redis.Redis | None:
@@ -124,8 +126,9 @@ class Job:
                 refusals = broker.refusals(self.client, self.plan)
         spec = self.plan.spec
         return JobStatus(
-            job_id=self.job_id, status=state.status, output=str(self.output), data=str(self.output / "data"),
-            rejects=str(self.output / "rejects") if (self.output / "rejects").is_dir() else None, model=spec.model.source, task=spec.task, queue=self.plan.queue,
+            job_id=self.job_id, status=state.status, output=self.output, data=self.store.location("data"),
+            rejects=self.store.location("rejects") if self.store.names("rejects") else None,
+            model=spec.model.source, task=spec.task, queue=self.plan.queue,
             rows_total=self.plan.rows_total, rows_done=state.rows_done, rows_out=state.rows_out,
             rows_rejected=state.rows_rejected, tokens=state.tokens, shards_total=len(self.plan.shards),
             shards_committed=len(state.commits), shards_quarantined=len(state.quarantined),
@@ -133,19 +136,17 @@ class Job:
             changed_inputs=changed_inputs(self.plan.inputs), refusals=refusals)
 
     def dataset(self) -> pads.Dataset:
-        """OUT/data as a pyarrow Dataset (lazy: filter and project before reading)."""
-        return pads.dataset(self.output / "data", format="parquet")
+        """OUT/data as a pyarrow Dataset (lazy: filter and project before reading); from a bucket too."""
+        return fs.arrow_dataset(self.store.location("data"))
 
     def read(self, columns: list[str] | None = None) -> pa.Table:
         return self.dataset().to_table(columns=columns)
 
     def rejects(self) -> pa.Table:
-        folder = self.output / "rejects"
-        files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
-        if not files:
+        if not self.store.names("rejects"):
             from common.io.output import REJECT_SCHEMA
             return REJECT_SCHEMA.empty_table()
-        return pads.dataset(files, format="parquet").to_table()
+        return fs.arrow_dataset(self.store.location("rejects")).to_table()
 
     # --- acting ------------------------------------------------------------------------------------------
     def cancel(self) -> None:
@@ -191,13 +192,14 @@ def submit(inputs: str | Path, *, model: str | Path, out: str | Path, task: str 
            text_column: str = defaults.DEFAULT_TEXT_COLUMN, query_column: str = defaults.DEFAULT_QUERY_COLUMN,
            document_column: str = defaults.DEFAULT_DOCUMENT_COLUMN, keep_columns: tuple[str, ...] = (),
            shard_rows: int = defaults.DEFAULT_SHARD_ROWS, name: str | None = None, progress: bool | Reporter = True,
-           settings: Settings | None = None) -> Job:
+           settings: Settings | None = None, engine=None) -> Job:
     """Plan a job over `inputs` (a jsonl/Parquet file, a folder of them, or a glob) and enqueue its
     shards for the workers, or with local=True run it here and return when it is done. The same
     job submitted again resumes it; another job into the same `out` is refused, naming what differs.
 
     dtype "auto": queued, what the live workers of this model serve (fp32 if none is up yet);
-    local, what fits `device` (fp32 on cpu, bf16 on cuda)."""
+    local, what fits `device` (fp32 on cpu, bf16 on cuda). engine: with local=True, an engine already
+    loaded (workers.engines.registry.create_engine) to run the job on, e.g. across several jobs."""
     settings = settings or load_settings()
     reporter = progress if isinstance(progress, Reporter) else reporter_for(None, bool(progress))
     store = OutputStore(settings.output_location(str(out)))
@@ -206,13 +208,13 @@ def submit(inputs: str | Path, *, model: str | Path, out: str | Path, task: str 
                       instruction=instruction, query=query, dim=dim, output_dtype=output_dtype, id_column=id_column,
                       text_column=text_column, query_column=query_column, document_column=document_column,
                       keep_columns=tuple(keep_columns), shard_rows=shard_rows, client=client, reporter=reporter)
-    store.check_links()
+    store.check_commits_supported()
     plan = make_plan(str(inputs), spec, store, name, reporter)
     job = Job(store, plan, settings, client)
     if local:
-        run_here(job, device, reporter)
+        run_here(job, device, reporter, engine)
     else:
-        broker.check_workers_accept(client, plan, str(store.root))
+        broker.check_workers_accept(client, plan, store.url)
         send(settings, client, store, plan, reporter)
     return job
 
@@ -225,6 +227,7 @@ def build_spec(*, model: str, task: str, dtype: str, backend: str, device: str, 
 
     options.check_task(task)
     options.check_backend(backend)
+    options.check_device(device)
     ref = model_ref(model)
     if backend == "simulated":
         hidden = None
@@ -277,7 +280,7 @@ def make_plan(inputs: str, spec: JobSpec, store: OutputStore, name: str | None, 
 def send(settings: Settings, client: redis.Redis, store: OutputStore, plan: Plan, reporter: Reporter) -> list[str]:
     """Publish the shards nothing runs, with a bar that counts shards."""
     if store.is_cancelled():
-        reporter.note(f"job {plan.job_id} is cancelled: nothing is enqueued; `producer resume {store.root}` continues it")
+        reporter.note(f"job {plan.job_id} is cancelled: nothing is enqueued; `producer resume {store.url}` continues it")
         return []
     todo = len(read_state(store, plan).pending)
     reporter.start("enqueue", todo, unit="shards")
@@ -289,7 +292,7 @@ def send(settings: Settings, client: redis.Redis, store: OutputStore, plan: Plan
     return sent
 
 
-def run_here(job: Job, device: str, reporter: Reporter) -> JobStatus:
+def run_here(job: Job, device: str, reporter: Reporter, engine=None) -> JobStatus:
     from producer.local import run_local
 
     started, rows_before = time.monotonic(), read_state(job.store, job.plan).rows_done
@@ -309,7 +312,7 @@ def run_here(job: Job, device: str, reporter: Reporter) -> JobStatus:
 
     on_shard(None)
     try:
-        run_local(job.store, job.plan, device, job.settings.max_attempts, on_shard, on_progress)
+        run_local(job.store, job.plan, device, job.settings.max_attempts, on_shard, on_progress, engine)
     finally:
         reporter.stop()
     status = conclude(job)

@@ -16,10 +16,10 @@ from producer import submit as broker
 def compile_artifacts(console: Console, model: str, backend: str, task: str, seqlens: tuple[int, ...], batch: int,
                       dtype: str, local: bool, wait: bool, device: str) -> None:
     settings = load_settings()
-    store = ArtifactStore(settings.artifact_store)
+    store = ArtifactStore(settings.artifact_store, settings.artifact_cache)
     requests = compiling.plan_compile(model_ref(model), backend, task, dtype, seqlens, batch)
     console.print(f"compile job {requests[0].job}: {len(requests)} {backend} {dtype} artifacts of {model} "
-                  f"({task}, batch {batch}) into {store.root}")
+                  f"({task}, batch {batch}) into {store.location()}")
     if local:
         results = compiling.run_local(requests, store, device,
                                       lambda artifact, state, f: console.print(f"  {artifact}: {state}"))

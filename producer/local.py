@@ -23,14 +23,14 @@ def engine_spec_for(plan: Plan, device: str) -> EngineSpec:
 
 def run_local(store: OutputStore, plan: Plan, device: str = defaults.DEFAULT_DEVICE,
               max_attempts: int = defaults.DEFAULT_MAX_ATTEMPTS, on_shard=lambda outcome: None,
-              on_progress=lambda rows, tokens: None) -> None:
+              on_progress=lambda rows, tokens: None, engine=None) -> None:
     """Every pending shard, one after another, with the queued workers' policy: a failure is
     retried up to max_attempts, one that fails the same way every time (a changed input) is
     quarantined at once, and a cancel (`producer cancel OUT`) stops before the next shard."""
     pending = read_state(store, plan).pending
     if not pending:
         return  # a finished job submitted again: no model to load
-    engine = create_engine(engine_spec_for(plan, device))
+    engine = engine or create_engine(engine_spec_for(plan, device))
     for shard_id in pending:
         if store.is_cancelled():
             return

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from common.errors import ConfigError
-from common.io import corpus
+from common.io import corpus, fs
 from common.io.duplicates import DuplicateFinder
 from common.io.store import JobConflictError, OutputStore
 from common.keys import shard_queue
@@ -22,11 +22,11 @@ from common.schemas import JOB_NAME, SEMANTICS_VERSION, JobSpec, Plan
 CODE_VERSION = "0.1.0"
 
 
-def input_identity(path: Path, fmt: str) -> tuple[str, str, int, str]:
-    """What identifies an input: its path, format, size and a hash of its head and tail bytes. Not
-    its mtime: a file rewritten with the same bytes (a demo's corpus) is the same input."""
-    size = path.stat().st_size
-    return str(path), fmt, size, corpus.sample_sha256(path, size)
+def input_identity(url: str, fmt: str) -> tuple[str, str, int, str]:
+    """What identifies an input: its path (or URL), format, size and a hash of its head and tail
+    bytes. Not its mtime: a file rewritten with the same bytes (a demo's corpus) is the same input."""
+    size = fs.size(url)
+    return url, fmt, size, corpus.sample_sha256(url, size)
 
 
 def fingerprint(spec: JobSpec, inputs: list[tuple[str, str, int, str]]) -> str:
@@ -40,7 +40,7 @@ def fingerprint(spec: JobSpec, inputs: list[tuple[str, str, int, str]]) -> str:
     return h.hexdigest()
 
 
-def job_id_for(fp: str, output: Path, name: str | None) -> str:
+def job_id_for(fp: str, output: str, name: str | None) -> str:
     """--name, or an id of this job AT this output: the same options into two outputs are two jobs."""
     return name or f"job-{hashlib.sha256(f'{fp}:{output}'.encode()).hexdigest()[:12]}"
 
@@ -54,10 +54,10 @@ def plan_job(source: str, spec: JobSpec, store: OutputStore, name: str | None = 
     inputs = corpus.discover_inputs(source)
     identities = [input_identity(path, fmt) for path, fmt in inputs]
     fp = fingerprint(spec, identities)
-    if store.plan_path.exists():
+    if store.has_plan():
         existing = store.load_plan()
         if existing.fingerprint != fp:
-            raise JobConflictError(f"{store.root} already holds job {existing.job_id}, a different job: "
+            raise JobConflictError(f"{store.url} already holds job {existing.job_id}, a different job: "
                                    f"{'; '.join(differences(existing, spec, identities))}. Use another --out, or "
                                    "delete that output to start over")
         return existing, False
@@ -71,12 +71,12 @@ def plan_job(source: str, spec: JobSpec, store: OutputStore, name: str | None = 
                                       finder.add, keep_columns=spec.keep_columns)
             files.append(result.input)
             shards.extend(result.shards)
-        duplicates = finder.finish(store.duplicates_path)
+        duplicates = store.save_duplicates(finder.finish)
     finally:
         finder.close()
     check_keep_column_types(files, spec.keep_columns)
     plan = Plan(
-        job_id=job_id_for(fp, store.root, name), fingerprint=fp, spec=spec, inputs=tuple(files), shards=tuple(shards),
+        job_id=job_id_for(fp, store.url, name), fingerprint=fp, spec=spec, inputs=tuple(files), shards=tuple(shards),
         rows_total=sum(f.rows for f in files), id_type=finder.id_type, duplicate_ids=duplicates,
         queue=shard_queue(spec.task, spec.model.identity, spec.dtype, spec.backend),
         created_at=time.time(), code_version=CODE_VERSION)

@@ -35,9 +35,9 @@ def enqueue(settings: Settings, client: redis.Redis, store: OutputStore, plan: P
     """Register the job and publish every shard that nothing will run: on a first submit all of
     them, on a resubmit or resume only those with no commit, no queued message and no live holder
     (so a resume never doubles the queue). Returns the shards published."""
-    dispatch.register_job(client, plan, str(store.root))
-    if settings.output_root and is_within(store.root, settings.output_root):
-        job_registry.register(settings.output_root, plan.job_id, str(store.root))  # outlives Redis
+    dispatch.register_job(client, plan, store.url)
+    if settings.output_root and is_within(store.url, settings.output_root):
+        job_registry.register(settings.output_root, plan.job_id, store.url)  # outlives Redis
     client.delete(keys.job_cancelled(plan.job_id))
     outcome = reconcile_job(client, publisher(settings, client, on_progress), store, plan, grace_s=0)
     return outcome.republished
@@ -101,7 +101,7 @@ def cancel(client: redis.Redis | None, store: OutputStore, plan: Plan) -> None:
 def find_output(client: redis.Redis | None, job: str) -> OutputStore:
     """JOB is an output folder, or a job id registered in Redis at submit time."""
     store = OutputStore(job)
-    if store.plan_path.exists():
+    if store.has_plan():
         return store
     if client is not None:
         output = dispatch.job_output(client, job)

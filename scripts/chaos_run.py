@@ -385,7 +385,7 @@ class Killer:
             beat = {}
         shard = (beat.get("current_shard") or None) if beat.get("pid") in fault["pids"] else None
         fault["shard"] = shard
-        fault["hit"] = bool(shard) and not OutputStore(run.out).commit_path(shard).exists()
+        fault["hit"] = bool(shard) and OutputStore(run.out).load_commit(shard) is None
         return fault
 
 

@@ -232,8 +232,27 @@ def evaluation(path: Path, d: dict) -> str:
 """
 
 
+# --- object stores ------------------------------------------------------------------------------------------
+def stores(path: Path, d: dict) -> str:
+    rows = [[kind, len(d["runs"][kind]), ", ".join(f"{r['wall_s']:.1f}" for r in d["runs"][kind]),
+             f"{d[f'{kind}_rows_per_s']:,.1f}"] for kind in ("disk", "bucket")]
+    met = "met" if d["ratio"] >= d["goal"] else "**missed**"
+    return f"""
+## Object store: the same `--local` job on a disk and in a bucket
+
+{origin(path, d, "python scripts/bench_stores.py")}
+
+{d['rows']:,} rows in shards of {d['shard_rows']}, the {d['shape']} shape ({d['dtype']}), corpus and output on a local
+disk vs in a bucket of {d['store']}; runs alternate, the model is loaded once.
+
+{table(["store", "runs", "wall seconds", "median rows/s"], rows)}
+
+The bucket runs at **{pct(d['ratio'])}** of the disk's throughput (goal >= {pct(d['goal'])}: {met}).
+"""
+
+
 SECTIONS = [("engine-*.json", engine), ("pipeline-*.json", pipeline), ("perf-*.json", bench),
-            ("chaos*.json", chaos), ("eval-*.json", evaluation)]
+            ("stores-*.json", stores), ("chaos*.json", chaos), ("eval-*.json", evaluation)]
 
 if __name__ == "__main__":
     main()

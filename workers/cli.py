@@ -64,6 +64,7 @@ def start(
     Settings come from QWEN3B_* variables: QWEN3B_BROKER_URL above all, QWEN3B_OUTPUT_ROOT and
     QWEN3B_INPUT_ROOTS (where it may write and read), the time limits (.env.example lists them)."""
     try:
+        check_pool_and_loglevel(pool, loglevel)
         dev = parse_device(device)
         settings = load_settings()
         spec = (compile_worker_spec(name, dev) if compile_
@@ -124,6 +125,18 @@ def default_dtype(dev, backend: str) -> str:
     return defaults.DEVICE_DTYPES[dev.kind]
 
 
+POOLS = ("prefork", "solo")
+LOGLEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def check_pool_and_loglevel(pool: str, loglevel: str) -> None:
+    """Checked here, before the broker is waited for: Celery would only refuse them after it."""
+    if pool not in POOLS:
+        raise ConfigError(f"--pool {pool!r}: choose {' or '.join(POOLS)}")
+    if loglevel.upper() not in LOGLEVELS:
+        raise ConfigError(f"--loglevel {loglevel!r}: choose one of {', '.join(LOGLEVELS)}")
+
+
 def run_celery(settings, spec: WorkerSpec, pool: str, loglevel: str) -> None:
     """Celery in this process; the model loads in the pool child. When the child cannot load it, it
     writes why to a status file and stops this process, which then exits with the reason."""
@@ -168,15 +181,16 @@ def check_artifacts(engine: EngineSpec) -> None:
 
 
 def check_output_root(settings) -> None:
-    """The output root must exist and support hard links (commits are hard links): refused here, once,
-    rather than on every shard."""
-    from common.io.store import probe_links
+    """The output root must exist and support first-committer-wins commits (hard links on POSIX, a
+    conditional create in a bucket): refused here, once, rather than on every shard."""
+    from common.io.fs import is_object_url
+    from common.io.store import OutputStore
 
-    root = Path(settings.worker_output_root)
-    if not root.is_dir():
+    root = settings.worker_output_root
+    if not is_object_url(root) and not Path(root).is_dir():
         raise ConfigError(f"QWEN3B_OUTPUT_ROOT={settings.output_root}: no such folder (mount the shared output "
                           "store there, or set QWEN3B_OUTPUT_ROOT to where it is mounted)")
-    probe_links(root)
+    OutputStore(root).check_commits_supported()
 
 
 def describe_roots(settings) -> str:

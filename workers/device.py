@@ -4,6 +4,7 @@ import os
 from dataclasses import dataclass
 
 from common.errors import ConfigError
+from common.options import check_device
 
 KINDS = ("cpu", "cuda", "vacc")
 
@@ -18,16 +19,9 @@ class Device:
 
 
 def parse_device(text: str) -> Device:
+    check_device(text)  # cpu, cuda[:N] or vacc[:N]
     kind, _, index = text.strip().lower().partition(":")
-    if kind not in KINDS:
-        raise ConfigError(f"device {text!r} is not one of cpu, cuda:N, vacc:N")
-    if kind == "cpu":
-        if index:
-            raise ConfigError(f"device {text!r}: the cpu device takes no index")
-        return Device("cpu")
-    if index and not index.isdigit():
-        raise ConfigError(f"device {text!r}: the index must be a non-negative integer")
-    return Device(kind, int(index or 0))
+    return Device(kind) if kind == "cpu" else Device(kind, int(index or 0))
 
 
 def torch_device(device: Device):

@@ -1,14 +1,21 @@
-"""run_shard: check input -> read -> validate -> batch -> engine -> write -> commit. No Celery here.
+"""run_shard: check input -> read -> validate -> tokenise -> engine -> write -> commit. No Celery here.
 
 The same function serves the queued workers and the in-process --local mode, so both paths
 produce the same bytes by construction. It only computes and commits: whether a shard should run
 at all (already committed, quarantined, cancelled, attempts left) is decided by its caller
 (workers/runner.py for a queued worker, producer/local.py for --local).
+
+A shard runs as chunks of ENGINE_CHUNK_ROWS rows through a small pipeline, so the device is not
+idle while the CPU reads or writes: one thread reads and tokenises the next chunk, and another
+writes the previous chunk's results (a Parquet row group each), while the engine computes the
+current one. Reading, tokenising (the fast tokenizer) and Parquet encoding release the GIL, and so
+do the engine's kernels. At most one chunk waits on each side: memory stays bounded by three chunks.
 """
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -44,53 +51,60 @@ def run_shard(store: OutputStore, plan: Plan, shard_id: str, engine: Engine, wor
     info = plan.inputs[shard.file_index]
     corpus.check_input(info, shard)  # before a row is read: InputChangedError
     fault("before_compute", shard_id)
-    good, rejects = read_shard(store, plan, shard)
-    progress(len(rejects), 0)
     engine = engine.configured(plan.spec.seqlens)
-    results = compute(engine, plan, good, rejects, progress)
-    fault("after_compute", shard_id)
-    attempt, attempt_dir = store.new_attempt_dir(shard_id)
-    data_path, reject_path = store.data_path(shard_id), store.reject_path(shard_id)
-    schema = output.result_schema(plan.spec.task, plan.id_type, results.dim, plan.spec.output_dtype,
+    dim = engine.check_dim(plan.spec.dim) if plan.spec.task == "embed" else 0
+    data_key, reject_key = store.data_key(shard_id), store.reject_key(shard_id)
+    schema = output.result_schema(plan.spec.task, plan.id_type, dim, plan.spec.output_dtype,
                                   corpus.keep_column_types(info, plan.spec.keep_columns), file_metadata(plan, engine))
-    digest = output.write_parquet(output.result_table(schema, results.ids, results.values, results.n_tokens,
-                                                      results.truncated, results.kept),
-                                  store.staged(shard_id, attempt, data_path))
-    if rejects:
-        rejects.sort(key=lambda r: r[0])
-        info = plan.inputs[shard.file_index]
-        output.write_parquet(output.reject_table(info.path, *map(list, zip(*rejects))),
-                             store.staged(shard_id, attempt, reject_path))
-    fault("after_write", shard_id)
-    record = CommitRecord(
-        shard_id=shard_id, attempt=attempt, rows_in=shard.rows, rows_out=len(results.ids),
-        rows_rejected=len(rejects), tokens=int(results.n_tokens.sum()), data_file=store.relative(data_path),
-        reject_file=store.relative(reject_path) if rejects else None, data_sha256=digest, worker=worker,
-        seconds=round(time.perf_counter() - started, 3), committed_at=time.time())
-    if record.rows_out + record.rows_rejected != record.rows_in:
-        raise AssertionError(f"shard {shard_id}: {record.rows_out} + {record.rows_rejected} != {record.rows_in}")
-    fault("before_commit", shard_id)
-    won = store.commit(record, attempt_dir)
+    rejects: list[tuple] = []
+    attempt = store.new_attempt(shard_id)
+    try:
+        with output.ParquetChunkWriter(schema, attempt.path(data_key)) as writer:
+            totals = compute(engine, plan, read_chunks(store, plan, shard, rejects), dim, progress, writer.write)
+        progress(len(rejects), 0)  # rows rejected while reading count as done
+        rejects += totals.failed
+        fault("after_compute", shard_id)
+        if rejects:
+            rejects.sort(key=lambda r: r[0])
+            output.write_parquet(output.reject_table(info.path, *map(list, zip(*rejects))), attempt.path(reject_key))
+        fault("after_write", shard_id)
+        record = CommitRecord(
+            shard_id=shard_id, attempt=attempt.id, rows_in=shard.rows, rows_out=totals.rows,
+            rows_rejected=len(rejects), tokens=totals.tokens, data_file=data_key,
+            reject_file=reject_key if rejects else None, data_sha256=writer.sha256,
+            data_bytes=attempt.path(data_key).stat().st_size, worker=worker,
+            seconds=round(time.perf_counter() - started, 3), committed_at=time.time())
+        if record.rows_out + record.rows_rejected != record.rows_in:
+            raise AssertionError(f"shard {shard_id}: {record.rows_out} + {record.rows_rejected} != {record.rows_in}")
+        fault("before_commit", shard_id)
+    except BaseException:
+        store.discard_attempt(attempt)  # this attempt's files only, before any commit: never another's
+        raise
+    won = store.commit(record, attempt)
     fault("after_commit", shard_id)
     return ShardOutcome("committed" if won else "lost_race", record if won else store.load_commit(shard_id))
 
 
-def read_shard(store: OutputStore, plan: Plan, shard: ShardSpec):
-    """(rows to run, rejects as (row, id, reason) tuples) for one shard, in input order."""
+def read_chunks(store: OutputStore, plan: Plan, shard: ShardSpec, rejects: list) -> Iterator[list]:
+    """The shard's runnable rows in input order, ENGINE_CHUNK_ROWS at a time; rows rejected while
+    reading (bad input, duplicate ids) are added to `rejects` as (row, id, reason)."""
     spec, info = plan.spec, plan.inputs[shard.file_index]
-    duplicates = load_duplicates(store.duplicates_path, shard.file_index, shard.row_start, shard.row_end)
+    duplicates = load_duplicates(store, shard.file_index, shard.row_start, shard.row_end)
     base = plan.row_id_base(shard.file_index)
-    good, rejects = [], []
+    chunk = []
     for row in corpus.read_rows(info, shard, spec.input_columns, spec.id_column, base, spec.keep_columns):
         reason = row.reject or duplicates.get(row.index)
         if reason:
             rejects.append((row.row, row.id, reason))
-        else:
-            good.append(row)
-    if plan.id_type == "string":
-        for row in good:
+            continue
+        if plan.id_type == "string":
             row.id = str(row.id)
-    return good, rejects
+        chunk.append(row)
+        if len(chunk) == defaults.ENGINE_CHUNK_ROWS:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def file_metadata(plan: Plan, engine: Engine) -> dict[str, str]:
@@ -105,42 +119,68 @@ def file_metadata(plan: Plan, engine: Engine) -> dict[str, str]:
 
 
 @dataclass
-class Results:
-    ids: list
-    values: np.ndarray
-    n_tokens: np.ndarray
-    truncated: np.ndarray
-    dim: int
-    kept: list = field(default_factory=list)  # per output row: the --keep-columns values
+class Totals:
+    rows: int = 0  # written to the data file
+    tokens: int = 0
+    failed: list = field(default_factory=list)  # (row, id, reason) of rows the engine could not compute
 
 
-def compute(engine: Engine, plan: Plan, rows: list, rejects: list, progress: Progress = lambda r, t: None) -> Results:
-    """Run the engine over the rows in chunks; rows the engine reports as errors join the rejects."""
+@dataclass
+class Prepared:
+    rows: list  # corpus rows of the chunk
+    tokenized: list  # what the engine runs
+
+
+def prepare(engine: Engine, plan: Plan, chunks: Iterator[list]) -> Prepared | None:
+    """The next chunk read and tokenised, or None at the end (runs on the reading thread)."""
+    rows = next(chunks, None)
+    if rows is None:
+        return None
     spec = plan.spec
-    dim = engine.check_dim(spec.dim) if spec.task == "embed" else 0
-    ids, values, n_tokens, truncated, kept = [], [], [], [], []
-    for start in range(0, len(rows), defaults.ENGINE_CHUNK_ROWS):
-        chunk = rows[start:start + defaults.ENGINE_CHUNK_ROWS]
-        if spec.task == "embed":
-            texts = [r.values[0] if spec.instruction is None else format_query(r.values[0], spec.instruction)
-                     for r in chunk]
-            out = engine.embed(texts, dim=dim, progress=progress)
-            chunk_values = out.vectors
-        else:
-            out = engine.rerank([r.values[0] for r in chunk], [r.values[1] for r in chunk],
-                                instruction=spec.instruction or defaults.DEFAULT_RERANK_INSTRUCTION, progress=progress)
-            chunk_values = out.scores
-        keep = np.array([e is None for e in out.errors], dtype=bool)
-        for r, error in zip(chunk, out.errors):
-            if error is not None:
-                rejects.append((r.row, r.id, error))
-        ids.extend(r.id for r, k in zip(chunk, keep) if k)
-        kept.extend(r.kept for r, k in zip(chunk, keep) if k)
-        values.append(chunk_values[keep])
-        n_tokens.append(out.n_tokens[keep])
-        truncated.append(out.truncated[keep])
-    shape = (0, dim) if spec.task == "embed" else (0,)
-    return Results(ids, np.concatenate(values) if values else np.zeros(shape, np.float32),
-                   np.concatenate(n_tokens) if n_tokens else np.zeros(0, np.int32),
-                   np.concatenate(truncated) if truncated else np.zeros(0, bool), dim, kept)
+    if spec.task == "embed":
+        texts = [r.values[0] if spec.instruction is None else format_query(r.values[0], spec.instruction)
+                 for r in rows]
+        return Prepared(rows, engine.tokenize_embed(texts))
+    return Prepared(rows, engine.tokenize_rerank([r.values[0] for r in rows], [r.values[1] for r in rows],
+                                                 spec.instruction or defaults.DEFAULT_RERANK_INSTRUCTION))
 
+
+def compute(engine: Engine, plan: Plan, chunks: Iterator[list], dim: int, progress: Progress,
+            write: Callable) -> Totals:
+    """Run every chunk through the engine, reading the next and writing the previous meanwhile.
+    write(rows, values, n_tokens, truncated) gets each chunk's good rows, in order."""
+    totals = Totals()
+    with ThreadPoolExecutor(1, thread_name_prefix="q3b-read") as reader, \
+            ThreadPoolExecutor(1, thread_name_prefix="q3b-write") as writer:
+        ahead: Future = reader.submit(prepare, engine, plan, chunks)
+        behind: Future | None = None
+        try:
+            while (current := ahead.result()) is not None:
+                ahead = reader.submit(prepare, engine, plan, chunks)
+                results = run_chunk(engine, plan, current, dim, progress, totals)
+                if behind is not None:
+                    behind.result()  # one chunk in flight to the file at a time; its error, if any, here
+                behind = writer.submit(write, *results)
+            if behind is not None:
+                behind.result()
+        except BaseException:
+            ahead.cancel()  # the pools then wait for at most the one read and the one write under way
+            raise
+    return totals
+
+
+def run_chunk(engine: Engine, plan: Plan, prepared: Prepared, dim: int, progress: Progress, totals: Totals):
+    """One chunk through the engine: (good rows, their values, token counts, truncation flags)."""
+    spec, rows = plan.spec, prepared.rows
+    if spec.task == "embed":
+        out = engine.embed_tokenized(prepared.tokenized, dim=dim, progress=progress)
+        values = out.vectors
+    else:
+        out = engine.rerank_tokenized(prepared.tokenized, progress=progress)
+        values = out.scores
+    keep = np.array([e is None for e in out.errors], dtype=bool)
+    totals.failed += [(row.row, row.id, error) for row, error in zip(rows, out.errors) if error is not None]
+    good = [row for row, k in zip(rows, keep) if k]
+    totals.rows += len(good)
+    totals.tokens += int(out.n_tokens[keep].sum())
+    return (good, values[keep], out.n_tokens[keep], out.truncated[keep])

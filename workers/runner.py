@@ -22,7 +22,7 @@ from common import faults, heartbeats, keys
 from common.errors import PermanentShardError, RefusedMessage
 from common.io.store import OutputStore
 from common.jobstate import finalize, read_state
-from common.paths import check_within, is_within
+from common.paths import check_within
 from common.rates import RateWindow
 from common.schemas import JOB_NAME, SHARD_ID, Plan, QuarantineRecord, ShardMessage
 from common.settings import ENV_PREFIX, Settings
@@ -74,12 +74,11 @@ class WorkerContext:
         key = (message.output, message.job_id)
         if key not in self.plans:
             store = OutputStore(message.output)
-            if not is_within(store.plan_path, store.root):
-                raise RefusedMessage(f"{store.plan_path} is a symlink out of the output {store.root}")
+            store.check_contained()
             plan = store.load_plan()
             if plan.job_id != message.job_id:
                 raise RefusedMessage(f"{message.output} holds job {plan.job_id}, not {message.job_id}")
-            store.check_links()
+            store.check_commits_supported()
             self.plans[key] = (store, plan)
         store, plan = self.plans[key]
         if message.shard_id not in plan.shards_by_id:
@@ -102,7 +101,7 @@ def handle_message(ctx: WorkerContext, body: dict) -> str:
         refuse(ctx, body, exc)
         return "refused"
     if ctx.reconciler is not None:
-        ctx.reconciler.remember(plan.job_id, str(store.root))
+        ctx.reconciler.remember(plan.job_id, store.url)
     return deliver(ctx, store, plan, message.shard_id)
 
 

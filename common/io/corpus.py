@@ -17,10 +17,15 @@ import pyarrow.parquet as pq
 
 from common import defaults
 from common.errors import PermanentShardError, Qwen3BatchError
+from common.io import fs
 from common.schemas import InputFile, ShardSpec
 
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
 BOM = b"\xef\xbb\xbf"
+
+
+# Sequential reads of a jsonl file from a bucket: blocks of this size, one ranged request each.
+READ_AHEAD = {"block_size": 8 << 20}
 
 
 class InputError(Qwen3BatchError):
@@ -38,36 +43,58 @@ class Row:
 
 
 # --- finding inputs ---------------------------------------------------------------------------
-def discover_inputs(source: str) -> list[tuple[Path, str]]:
-    """A file, a folder (its jsonl/parquet files, recursively) or a glob; sorted, so the plan
+def discover_inputs(source: str) -> list[tuple[str, str]]:
+    """A file, a folder (its jsonl/parquet files, recursively) or a glob, on disk or in a bucket
+    (s3://bucket/corpus/, s3://bucket/corpus/*.parquet); (url, format) pairs, sorted, so the plan
     and its shard ids are deterministic."""
-    path = Path(source).expanduser()
-    if path.is_dir():
-        # Like Spark and pyarrow datasets: names starting with "_" or "." are not data, and a
-        # folder's .json files are more often configs than json-lines corpora.
-        candidates = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in FORMATS
-                            and p.suffix.lower() != ".json"
-                            and not any(part.startswith(("_", ".")) for part in p.relative_to(path).parts))
-    elif path.is_file():
-        candidates = [path]
-    else:
-        candidates = sorted(Path(p) for p in glob.glob(source, recursive=True) if Path(p).is_file())
+    candidates = _object_candidates(source) if fs.is_object_url(source) else _local_candidates(source)
     if not candidates:
         raise InputError(f"input {source}: no such file, or no .jsonl/.parquet files in it")
     out = []
-    for p in candidates:
-        fmt = FORMATS.get(p.suffix.lower())
+    for url in candidates:
+        suffix = Path(url).suffix.lower()
+        fmt = FORMATS.get(suffix)
         if fmt is None:
-            raise InputError(f"input {p}: unknown format {p.suffix!r}; use .jsonl, .ndjson, .json (lines) or .parquet")
-        out.append((p.resolve(), fmt))
+            raise InputError(f"input {url}: unknown format {suffix!r}; use .jsonl, .ndjson, .json (lines) or .parquet")
+        out.append((url, fmt))
     return out
 
 
-def sample_sha256(path: Path, size: int) -> str:
+def _is_data(relative_parts: list[str], suffix: str) -> bool:
+    """Like Spark and pyarrow datasets: names starting with "_" or "." are not data, and a folder's
+    .json files are more often configs than json-lines corpora."""
+    return suffix in FORMATS and suffix != ".json" and not any(p.startswith(("_", ".")) for p in relative_parts)
+
+
+def _local_candidates(source: str) -> list[str]:
+    path = Path(source).expanduser()
+    if path.is_dir():
+        found = [p for p in path.rglob("*") if p.is_file() and _is_data(list(p.relative_to(path).parts), p.suffix.lower())]
+    elif path.is_file():
+        found = [path]
+    else:
+        found = [Path(p) for p in glob.glob(source, recursive=True) if Path(p).is_file()]
+    return sorted(str(p.resolve()) for p in found)
+
+
+def _object_candidates(source: str) -> list[str]:
+    filesystem, path = fs.fs_and_path(source)
+    kind = fs.scheme(fs.normalize(source))
+    if any(ch in path for ch in "*?["):
+        found = [p for p in filesystem.glob(path) if filesystem.isfile(p)]
+    elif filesystem.isfile(path):
+        found = [path]
+    else:
+        found = [p for p in filesystem.find(path) if _is_data(p[len(path):].strip("/").split("/"), Path(p).suffix.lower())]
+    return sorted(fs.to_url(p, kind) for p in found)
+
+
+def sample_sha256(path: str, size: int) -> str:
     """Hash of the head and tail bytes plus the size: a cheap identity for fingerprints."""
+    path = str(path)
     h = hashlib.sha256(str(size).encode())
     n = defaults.SAMPLE_HASH_BYTES
-    with open(path, "rb") as f:
+    with fs.open_url(path, "rb") as f:
         h.update(f.read(n))
         if size > n:
             f.seek(max(n, size - n))
@@ -86,19 +113,22 @@ class ScanResult:
     shards: list[ShardSpec]
 
 
-def scan_file(path: Path, fmt: str, file_index: int, columns: tuple[str, ...], id_column: str,
+def scan_file(path: str, fmt: str, file_index: int, columns: tuple[str, ...], id_column: str,
               shard_rows: int, on_ids, keep_columns: tuple[str, ...] = ()) -> ScanResult:
     """Count rows, cut shards and stream ids to `on_ids(file_index, rows, ids)`, in one pass; an
-    InputError when the text columns (or the --keep-columns) are missing from the file."""
-    stat = path.stat()
+    InputError when the text columns (or the --keep-columns) are missing from the file. From a
+    bucket: jsonl is read through once, a block of ranged reads at a time (bounded memory);
+    Parquet gives its row counts from its footer, and only the id column is read."""
+    path = str(path)
+    size = fs.size(path)
     if fmt == "jsonl":
         sample = ColumnSample(path, columns, keep_columns)
         rows, shards = _scan_jsonl(path, file_index, id_column, shard_rows, on_ids, sample)
         sample.check()
     else:
         rows, shards = _scan_parquet(path, file_index, columns, id_column, shard_rows, on_ids, keep_columns)
-    info = InputFile(path=str(path), format=fmt, size=stat.st_size, mtime_ns=stat.st_mtime_ns,
-                     sample_sha256=sample_sha256(path, stat.st_size), rows=rows)
+    info = InputFile(path=path, format=fmt, size=size, mtime_ns=fs.mtime_ns(path),
+                     sample_sha256=sample_sha256(path, size), rows=rows)
     return ScanResult(info, shards)
 
 
@@ -107,7 +137,7 @@ class ColumnSample:
     lack the text column is a wrong --text-column, not a corpus of rejects, and is refused before
     anything is enqueued (a job that would reject every row must fail loudly)."""
 
-    def __init__(self, path: Path, columns: tuple[str, ...], keep_columns: tuple[str, ...]):
+    def __init__(self, path: str, columns: tuple[str, ...], keep_columns: tuple[str, ...]):
         self.path, self.columns, self.keep = path, columns, keep_columns
         self.rows, self.missing, self.kept, self.first_keys = 0, dict.fromkeys(columns, 0), dict.fromkeys(keep_columns, 0), None
 
@@ -140,7 +170,7 @@ class ColumnSample:
                                  f"named in --keep-columns ({seen})")
 
 
-def _scan_jsonl(path: Path, file_index: int, id_column: str, shard_rows: int, on_ids, sample: ColumnSample):
+def _scan_jsonl(path: str, file_index: int, id_column: str, shard_rows: int, on_ids, sample: ColumnSample):
     """One pass over the file; each shard's byte range is hashed on the way (the bytes are read
     anyway), so a worker can tell that the file changed under the plan before it reads a row."""
     shards, rows, offset, lines = [], 0, 0, 0
@@ -154,7 +184,7 @@ def _scan_jsonl(path: Path, file_index: int, id_column: str, shard_rows: int, on
                          row_end=end_row, byte_offset=start_offset, line_start=start_line, byte_end=end_offset,
                          sha256=digest.hexdigest())
 
-    with open(path, "rb") as f:
+    with fs.open_url(path, "rb", **READ_AHEAD) as f:
         for raw in f:
             line_offset, offset = offset, offset + len(raw)
             lines += 1
@@ -194,7 +224,7 @@ def _jsonl_object(line: bytes):
         return None
 
 
-def _scan_parquet(path: Path, file_index: int, columns: tuple[str, ...], id_column: str, shard_rows: int, on_ids,
+def _scan_parquet(path: str, file_index: int, columns: tuple[str, ...], id_column: str, shard_rows: int, on_ids,
                   keep_columns: tuple[str, ...] = ()):
     pf = open_parquet(path)
     check_parquet_schema(path, pf.schema_arrow, columns, id_column, keep_columns)
@@ -210,14 +240,16 @@ def _scan_parquet(path: Path, file_index: int, columns: tuple[str, ...], id_colu
     return rows, shards
 
 
-def open_parquet(path: Path) -> pq.ParquetFile:
+def open_parquet(path: str) -> pq.ParquetFile:
+    """A Parquet file on disk or in a bucket (ranged reads: the footer first, then what is asked for)."""
+    path = str(path)
     try:
-        return pq.ParquetFile(path)
+        return pq.ParquetFile(fs.open_url(path, "rb") if fs.is_object_url(path) else path)
     except (pa.ArrowException, OSError) as exc:
         raise InputError(f"input {path}: not a readable Parquet file ({exc})") from exc
 
 
-def check_parquet_schema(path: Path, schema: pa.Schema, columns: tuple[str, ...], id_column: str,
+def check_parquet_schema(path: str, schema: pa.Schema, columns: tuple[str, ...], id_column: str,
                          keep_columns: tuple[str, ...] = ()) -> None:
     for name in columns:
         if name not in schema.names:
@@ -240,7 +272,7 @@ def keep_column_types(info: InputFile, keep_columns: tuple[str, ...]) -> dict[st
         return {}
     if info.format == "jsonl":
         return dict.fromkeys(keep_columns, pa.string())
-    schema = open_parquet(Path(info.path)).schema_arrow
+    schema = open_parquet(info.path).schema_arrow
     return {name: schema.field(name).type for name in keep_columns}
 
 
@@ -265,11 +297,11 @@ def check_input(info: InputFile, shard: ShardSpec | None = None) -> None:
     that carries one, the hash of its own byte range (a worker reads nothing else); otherwise the
     file's size and the hash of its head and tail (for Parquet that covers the footer, which
     names every column chunk's offset and size)."""
-    path = Path(info.path)
+    path = info.path
     try:
-        size = path.stat().st_size
+        size = fs.size(path)
     except OSError as exc:
-        raise InputChangedError(f"input_changed: {path} cannot be read any more ({exc.strerror})") from exc
+        raise InputChangedError(f"input_changed: {path} cannot be read any more ({exc})") from exc
     if shard is not None and shard.sha256:
         if size < shard.byte_end or range_sha256(path, shard.byte_offset, shard.byte_end) != shard.sha256:
             raise InputChangedError(
@@ -294,9 +326,9 @@ def changed_inputs(inputs: tuple[InputFile, ...]) -> list[str]:
     return changed
 
 
-def range_sha256(path: Path, start: int, end: int) -> str:
+def range_sha256(path: str, start: int, end: int) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with fs.open_url(path, "rb") as f:
         f.seek(start)
         left = end - start
         while left > 0:
@@ -317,17 +349,17 @@ def read_rows(info: InputFile, shard: ShardSpec, columns: tuple[str, ...], id_co
     keep_columns: fields copied into the output (jsonl: strings, other JSON values as their JSON text).
     """
     read = _read_jsonl if info.format == "jsonl" else _read_parquet
-    for index, row in enumerate(read(Path(info.path), shard, columns, id_column, keep_columns), start=shard.row_start):
+    for index, row in enumerate(read(info.path, shard, columns, id_column, keep_columns), start=shard.row_start):
         row.index = index
         if id_column == defaults.ROW_NUMBER_ID and row.id is not None:
             row.id += row_id_base
         yield row
 
 
-def _read_jsonl(path: Path, shard: ShardSpec, columns, id_column, keep_columns=()) -> Iterator[Row]:
+def _read_jsonl(path: str, shard: ShardSpec, columns, id_column, keep_columns=()) -> Iterator[Row]:
     wanted, seen = shard.rows, 0
     line_no = shard.line_start
-    with open(path, "rb") as f:
+    with fs.open_url(path, "rb", **READ_AHEAD) as f:
         f.seek(shard.byte_offset)
         for line in f:
             line_no += 1
@@ -379,7 +411,7 @@ def _as_text(value) -> str | None:
     return json.dumps(value, ensure_ascii=False)
 
 
-def _read_parquet(path: Path, shard: ShardSpec, columns, id_column, keep_columns=()) -> Iterator[Row]:
+def _read_parquet(path: str, shard: ShardSpec, columns, id_column, keep_columns=()) -> Iterator[Row]:
     pf = open_parquet(path)
     wanted = list(dict.fromkeys([*columns, *keep_columns, *([] if id_column == defaults.ROW_NUMBER_ID
                                                            else [id_column])]))

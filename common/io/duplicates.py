@@ -109,12 +109,16 @@ class DuplicateFinder:
 
 
 
-def load_duplicates(path: Path, file_index: int, row_start: int, row_end: int) -> dict[int, str]:
-    """{row index: reason} for the later occurrences of duplicate ids inside one shard."""
-    if not path.exists():
+def load_duplicates(store, file_index: int, row_start: int, row_end: int) -> dict[int, str]:
+    """{row index: reason} for the later occurrences of duplicate ids inside one shard (the planner's
+    table in the output store, read with a row filter)."""
+    from common.io.store import DUPLICATES
+
+    if not store.exists(DUPLICATES):
         return {}
-    table = pq.read_table(path, filters=[("file_index", "=", file_index),
-                                                          ("row", ">=", row_start), ("row", "<", row_end)])
+    with store.open_read(DUPLICATES) as f:
+        table = pq.read_table(f, filters=[("file_index", "=", file_index), ("row", ">=", row_start),
+                                          ("row", "<", row_end)])
     return {r: f"duplicate_id: {i!r} first seen in input file #{ff} row {fr}"
             for r, i, ff, fr in zip(*(table.column(c).to_pylist() for c in ("row", "id", "first_file_index", "first_row")))}
 

@@ -66,9 +66,44 @@ def write_parquet(table: pa.Table, path: Path) -> str:
     return sha256_file(path)
 
 
+class ParquetChunkWriter:
+    """A shard's data file written one row group per engine chunk, as the chunks come (from the
+    pipeline's writing thread); `sha256` once closed. A shard with no good rows still gets a file,
+    with the schema and no rows."""
+
+    def __init__(self, schema: pa.Schema, path: Path):
+        self.schema, self.path = schema, Path(path)
+        self.writer: pq.ParquetWriter | None = None
+        self.sha256: str | None = None
+
+    def __enter__(self) -> "ParquetChunkWriter":
+        return self
+
+    def write(self, rows: list, values: np.ndarray, n_tokens: np.ndarray, truncated: np.ndarray) -> None:
+        table = result_table(self.schema, [r.id for r in rows], values, n_tokens, truncated, [r.kept for r in rows])
+        self.open().write_table(table)
+
+    def open(self) -> pq.ParquetWriter:
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(self.path, self.schema, compression="zstd", use_dictionary=False)
+        return self.writer
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.open()
+        if self.writer is not None:
+            self.writer.close()
+        if exc_type is None:
+            self.sha256 = sha256_file(self.path)
+
+
 def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
+        return sha256_stream(f)
+
+
+def sha256_stream(f) -> str:
+    h = hashlib.sha256()
+    for block in iter(lambda: f.read(1 << 20), b""):
+        h.update(block)
     return h.hexdigest()

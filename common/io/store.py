@@ -1,6 +1,8 @@
-"""The output store: the durable truth of a job (plan + per-shard commit records).
+"""The output store: the durable truth of a job (plan + per-shard commit records), on a local or
+shared POSIX filesystem (common/io/local_store.py) or in a bucket (common/io/object_store.py).
+`OutputStore(url)` picks the backend from the URL, as pathlib.Path picks PosixPath.
 
-Layout under the output root (only `data/` and `rejects/` are meant for readers):
+Layout under the output (only `data/` and `rejects/` are meant for readers):
 
     _plan.json                   the plan, written atomically before anything is enqueued
     _plan/duplicate_ids.parquet  rows whose id was seen earlier in the corpus
@@ -11,306 +13,288 @@ Layout under the output root (only `data/` and `rejects/` are meant for readers)
     data/part-<shard>.parquet    results: one Parquet dataset
     rejects/part-<shard>.parquet rejected rows with file, row and reason
 
-Committing uses create-if-absent (a hard link of a fully written file, atomic on POSIX), never
-os.replace, which is last-writer-wins: two attempts on an accelerator need not be bit-identical,
-and the file a reader saw must never change under it. A store without hard links (most FUSE
-mounts of object stores, some SMB shares) is refused up front by `check_links`, with what to do.
-
-Every write first checks that its folder resolves inside the root: a symlink planted inside the
-output (`data -> /elsewhere`) makes the write fail instead of landing outside it.
+The commit protocol, the same on both backends: an attempt writes its files under
+`_tmp/<shard>/<attempt>/`; the commit creates `_commits/<shard>.json` only if it does not exist
+(a hard link on POSIX; a conditional create on a bucket: S3 If-None-Match, GCS
+ifGenerationMatch=0) naming that attempt; the first committer wins and the loser deletes only its
+own attempt. The winner's files are then published under `data/` and `rejects/` (a hard link, or a
+server-side copy), which anyone who finds a commit whose files are not published yet finishes. So
+a reader of `data/` never sees a loser's or a half-written attempt's rows. Never a plain overwrite,
+which is last-writer-wins: two attempts on an accelerator need not be bit-identical, and the file a
+reader saw must never change under it. A store that cannot create-if-absent is refused up front.
 """
 
-import errno
-import os
 import shutil
+import tempfile
 import uuid
+from abc import ABC, abstractmethod
 from pathlib import Path
 
-from common.errors import ConfigError, PermanentShardError, Qwen3BatchError, StoreUnsupportedError
-from common.paths import is_within
+from common.errors import ConfigError, PermanentShardError, Qwen3BatchError
 from common.schemas import SHARD_ID, CommitRecord, Plan, QuarantineRecord, SuccessMarker
 
+PLAN, DUPLICATES, SUCCESS, CANCELLED = "_plan.json", "_plan/duplicate_ids.parquet", "_SUCCESS.json", "_CANCELLED"
 COMMITS, QUARANTINE, TMP, DATA, REJECTS = "_commits", "_quarantine", "_tmp", "data", "rejects"
-# errnos of a filesystem that has no hard links at all (as opposed to a link that lost a race)
-NO_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EMLINK, errno.EXDEV, errno.EACCES}
-
-
-class OutsideOutputError(PermanentShardError):
-    """A write would land outside the output (through a symlink planted in it): never retried."""
 
 
 class JobConflictError(Qwen3BatchError):
     """A different job already owns this output location."""
 
 
-class OutputStore:
-    def __init__(self, root: str | os.PathLike):
-        text = str(root)
-        if "://" in text:
-            raise ConfigError(
-                f"output {text}: only local or shared-filesystem paths are supported so far "
-                "(mount the bucket, e.g. with s3fs/gcsfuse, and pass the mount path)")
-        self.root = Path(text).expanduser().resolve()
+class OutsideOutputError(PermanentShardError):
+    """A write would land outside the output (through a symlink planted in it): never retried."""
 
-    # --- paths (every name comes from a validated shard id; nothing escapes the root) ---------
-    def _shard_path(self, folder: str, shard_id: str, suffix: str) -> Path:
-        if not SHARD_ID.match(shard_id):
-            raise ConfigError(f"invalid shard id {shard_id!r}")
-        return self.root / folder / f"{shard_id}{suffix}"
 
-    def writable(self, path: Path) -> Path:
-        """`path`, once its folder exists and resolves inside the root (no symlink leads out)."""
+class Attempt:
+    """One attempt at a shard: its id, and the local folder its files are written into before the
+    commit (inside the output on POSIX; a temporary folder for a bucket, uploaded by the commit)."""
+
+    def __init__(self, shard_id: str, attempt_id: str, local_dir: Path):
+        self.shard_id, self.id, self.local_dir = shard_id, attempt_id, local_dir
+
+    def path(self, key: str) -> Path:
+        """The local file to write `key` (data/part-....parquet) into."""
+        path = self.local_dir / key
         path.parent.mkdir(parents=True, exist_ok=True)
-        if not is_within(path.parent, self.root):
-            raise OutsideOutputError(f"refusing to write {path}: {path.parent} resolves to "
-                                     f"{os.path.realpath(path.parent)}, outside the output {self.root} (a symlink "
-                                     "planted inside the output?)")
         return path
 
-    @property
-    def plan_path(self) -> Path:
-        return self.root / "_plan.json"
 
-    @property
-    def duplicates_path(self) -> Path:
-        return self.root / "_plan" / "duplicate_ids.parquet"
+class OutputStore(ABC):
+    url: str  # the output as messages and records name it: an absolute path, or s3://bucket/prefix
 
-    @property
-    def success_path(self) -> Path:
-        return self.root / "_SUCCESS.json"
+    def __new__(cls, url=None, *args, **kwargs):
+        if cls is OutputStore:  # OutputStore(url): the backend for the URL
+            from common.io.fs import is_object_url
 
-    @property
-    def cancel_path(self) -> Path:
-        return self.root / "_CANCELLED"
+            if is_object_url(str(url)):
+                from common.io.object_store import ObjectStore as backend
+            else:
+                from common.io.local_store import LocalStore as backend
+            return super().__new__(backend)
+        return super().__new__(cls)
 
-    def commit_path(self, shard_id: str) -> Path:
-        return self._shard_path("_commits", shard_id, ".json")
+    # --- the layout: every name comes from a validated shard id; nothing escapes the output -----
+    @staticmethod
+    def _shard(shard_id: str) -> str:
+        if not SHARD_ID.match(shard_id):
+            raise ConfigError(f"invalid shard id {shard_id!r}")
+        return shard_id
 
-    def quarantine_path(self, shard_id: str) -> Path:
-        return self._shard_path("_quarantine", shard_id, ".json")
+    def commit_key(self, shard_id: str) -> str:
+        return f"{COMMITS}/{self._shard(shard_id)}.json"
 
-    def data_path(self, shard_id: str) -> Path:
-        return self.root / "data" / f"part-{self._shard_path('data', shard_id, '').name}.parquet"
+    def quarantine_key(self, shard_id: str) -> str:
+        return f"{QUARANTINE}/{self._shard(shard_id)}.json"
 
-    def reject_path(self, shard_id: str) -> Path:
-        return self.root / "rejects" / f"part-{self._shard_path('rejects', shard_id, '').name}.parquet"
+    def data_key(self, shard_id: str) -> str:
+        return f"{DATA}/part-{self._shard(shard_id)}.parquet"
 
-    def new_attempt_dir(self, shard_id: str) -> tuple[str, Path]:
-        attempt = uuid.uuid4().hex[:16]
-        path = self.writable(self._shard_path(TMP, shard_id, "") / attempt)
-        path.mkdir(exist_ok=False)
-        return attempt, path
+    def reject_key(self, shard_id: str) -> str:
+        return f"{REJECTS}/part-{self._shard(shard_id)}.parquet"
 
-    def staged(self, shard_id: str, attempt: str, final: Path) -> Path:
-        """Where an attempt writes the file that becomes `final` once committed."""
-        return self.writable(self._shard_path(TMP, shard_id, "") / attempt / final.relative_to(self.root))
+    def attempt_key(self, shard_id: str, attempt_id: str, key: str) -> str:
+        return f"{TMP}/{self._shard(shard_id)}/{attempt_id}/{key}"
 
-    def relative(self, path: Path) -> str:
-        return str(path.relative_to(self.root))
+    def location(self, key: str = "") -> str:
+        """The URL (or path) of a key, for messages and readers."""
+        return self.url.rstrip("/") + ("/" + key if key else "")
 
-    # --- plan -----------------------------------------------------------------------------------
+    # --- what a backend provides ------------------------------------------------------------------
+    @abstractmethod
+    def read_bytes(self, key: str) -> bytes | None:
+        """The object's bytes, or None when it does not exist."""
+
+    @abstractmethod
+    def exists(self, key: str) -> bool: ...
+
+    @abstractmethod
+    def create_if_absent(self, key: str, body: bytes) -> bool:
+        """Create `key` with `body` atomically unless it exists: True when this call created it."""
+
+    @abstractmethod
+    def put(self, key: str, body: bytes) -> None:
+        """Create or replace atomically (derived records only: the success marker, the cancel mark)."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None: ...
+
+    @abstractmethod
+    def delete_prefix(self, prefix: str) -> None: ...
+
+    @abstractmethod
+    def names(self, prefix: str) -> list[str]:
+        """The names of the objects directly under `prefix` (a "folder"), fresh (no listing cache)."""
+
+    @abstractmethod
+    def open_read(self, key: str):
+        """A seekable binary file object (Parquet readers read its footer, then only what they need)."""
+
+    @abstractmethod
+    def size(self, key: str) -> int: ...
+
+    @abstractmethod
+    def check_commits_supported(self) -> None:
+        """StoreUnsupportedError, saying what to do, unless this store can create-if-absent."""
+
+    @abstractmethod
+    def new_attempt(self, shard_id: str) -> Attempt: ...
+
+    @abstractmethod
+    def upload_attempt(self, attempt: Attempt, keys: list[str]) -> None:
+        """Make the attempt's files durable under their attempt keys, before its commit."""
+
+    @abstractmethod
+    def discard_attempt(self, attempt: Attempt) -> None:
+        """Remove this attempt's files (a loser, or a failure): only its own."""
+
+    def release(self, attempt: Attempt) -> None:
+        """Free what the attempt holds on this machine once the commit is decided (a bucket's local copies)."""
+
+    @abstractmethod
+    def publish_file(self, source_key: str, final_key: str) -> None:
+        """Make a committed attempt's file readable under its final name, unless it already is."""
+
+    @abstractmethod
+    def put_file(self, key: str, local: Path) -> None:
+        """Store a local file under `key` (the planner's duplicate-id table)."""
+
+    def check_contained(self) -> None:
+        """RefusedMessage when the output's own files lead out of it (a planted symlink); buckets have none."""
+
+    def verify_file(self, record: CommitRecord) -> bool:
+        """Whether the published data file is the committed one (a backend may check more cheaply)."""
+        from common.io.output import sha256_stream
+
+        with self.open_read(record.data_file) as f:
+            return sha256_stream(f) == record.data_sha256
+
+    # --- plan ---------------------------------------------------------------------------------------
+    def has_plan(self) -> bool:
+        return self.exists(PLAN)
+
     def save_plan(self, plan: Plan) -> Plan:
-        """Write the plan unless one exists; return the plan that owns this output.
-
-        The same job submitted again gets its existing plan back (a resume); a different job
-        is refused, never merged.
-        """
-        body = plan.model_dump_json(indent=1).encode()
-        if create_if_absent(self.writable(self.plan_path), body):
+        """Write the plan unless one exists; return the plan that owns this output. The same job
+        submitted again gets its existing plan back (a resume); a different job is refused."""
+        if self.create_if_absent(PLAN, plan.model_dump_json(indent=1).encode()):
             return plan
-        return self.plan_owning(plan.fingerprint)
-
-    def plan_owning(self, fingerprint: str) -> Plan:
-        """The stored plan, if it is the job with this fingerprint; JobConflictError otherwise."""
         existing = self.load_plan()
-        if existing.fingerprint != fingerprint:
-            raise JobConflictError(
-                f"{self.root} already holds job {existing.job_id} (fingerprint {existing.fingerprint[:12]}), "
-                f"which differs from this one ({fingerprint[:12]}): inputs, model or options changed. "
-                "Use another --out, or delete that output to start over")
+        if existing.fingerprint != plan.fingerprint:
+            raise JobConflictError(f"{self.url} already holds job {existing.job_id}, a different job: use another "
+                                   "--out, or delete that output to start over")
         return existing
 
-    def check_links(self) -> None:
-        """Refuse a store whose filesystem has no hard links, before anything depends on them: a
-        commit there would fail on every attempt, and so would the quarantine record."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        probe_links(self.root)
-
     def load_plan(self) -> Plan:
-        try:
-            return Plan.model_validate_json(self.plan_path.read_bytes())
-        except FileNotFoundError:
-            raise ConfigError(f"{self.root} holds no job (no _plan.json)") from None
+        body = self.read_bytes(PLAN)
+        if body is None:
+            raise ConfigError(f"{self.url} holds no job (no {PLAN})")
+        return Plan.model_validate_json(body)
+
+    def save_duplicates(self, write) -> int:
+        """write(local_path) -> count: the planner's table of duplicate ids, stored under the output."""
+        with tempfile.TemporaryDirectory(prefix="q3b-dups-") as tmp:
+            local = Path(tmp) / "duplicate_ids.parquet"
+            count = write(local)
+            if local.exists():
+                self.put_file(DUPLICATES, local)
+            return count
 
     # --- commits ----------------------------------------------------------------------------------
     def load_commit(self, shard_id: str) -> CommitRecord | None:
-        try:
-            return CommitRecord.model_validate_json(self.commit_path(shard_id).read_bytes())
-        except FileNotFoundError:
-            return None
+        body = self.read_bytes(self.commit_key(shard_id))
+        return None if body is None else CommitRecord.model_validate_json(body)
 
-    def commit(self, record: CommitRecord, attempt_dir: Path) -> bool:
-        """First committer wins. Returns False (and removes this attempt's files) if another
-        attempt committed the shard first; the committed files are then left untouched."""
-        for final in filter(None, (record.data_file, record.reject_file)):
-            self.writable(self.root / final)  # a folder that leads out is refused before the commit, not after
-        won = create_if_absent(self.writable(self.commit_path(record.shard_id)),
-                               record.model_dump_json(indent=1).encode())
-        if won:
-            self.publish(record)
-        else:
-            shutil.rmtree(attempt_dir, ignore_errors=True)
-        return won
+    def commit(self, record: CommitRecord, attempt: Attempt) -> bool:
+        """First committer wins. False (and this attempt's files removed) when another attempt
+        committed the shard first; the committed files are then left untouched."""
+        finals = [k for k in (record.data_file, record.reject_file) if k]
+        try:
+            self.upload_attempt(attempt, finals)
+            # An error here leaves the attempt's files alone: the create may have succeeded before its
+            # reply was lost, and then the record names them (the next visitor publishes them).
+            won = self.create_if_absent(self.commit_key(record.shard_id), record.model_dump_json(indent=1).encode())
+            if won:
+                self.publish(record)
+            else:
+                self.discard_attempt(attempt)
+            return won
+        finally:
+            self.release(attempt)
 
     def publish(self, record: CommitRecord) -> None:
-        """Move a committed attempt's files to their reader-visible names. Idempotent: whoever
-        finds a commit whose files are still under _tmp (a crash after the commit) finishes it."""
+        """Make a committed attempt's files readable under data/ and rejects/. Idempotent: whoever
+        finds a commit whose files are not published (a crash after the commit) finishes it."""
         for final in filter(None, (record.data_file, record.reject_file)):
-            target = self.root / final
-            if target.exists():
-                continue
-            source = self.staged(record.shard_id, record.attempt, target)
-            self.writable(target)
-            try:
-                os.link(source, target)
-            except FileExistsError:
-                pass
-            except FileNotFoundError:
-                if not target.exists():
-                    raise Qwen3BatchError(f"commit of shard {record.shard_id} names {source}, which is gone") from None
-        shutil.rmtree(self.root / TMP / record.shard_id, ignore_errors=True)
+            self.publish_file(self.attempt_key(record.shard_id, record.attempt, final), final)
+        self.delete_prefix(f"{TMP}/{record.shard_id}")
 
     def list_commits(self) -> dict[str, CommitRecord]:
         """Commit records are immutable, so a watcher parses each one once, however often it polls."""
         cache = self.__dict__.setdefault("_commit_cache", {})
-        return _load_all(self.root / COMMITS, CommitRecord, cache)
+        return self._load_all(COMMITS, CommitRecord, cache)
 
     def count_done(self) -> int:
         """Commit plus quarantine records, without parsing them: a cheap "might the job be done?"."""
-        return _count_records(self.root / COMMITS) + _count_records(self.root / QUARANTINE)
+        return len(self._record_names(COMMITS)) + len(self._record_names(QUARANTINE))
 
-    # --- quarantine, cancel, success ----------------------------------------------------------------
+    # --- quarantine, cancel, success --------------------------------------------------------------
     def quarantine(self, record: QuarantineRecord) -> bool:
-        return create_if_absent(self.writable(self.quarantine_path(record.shard_id)),
-                                record.model_dump_json(indent=1).encode())
+        return self.create_if_absent(self.quarantine_key(record.shard_id), record.model_dump_json(indent=1).encode())
 
     def load_quarantine(self, shard_id: str) -> QuarantineRecord | None:
-        try:
-            return QuarantineRecord.model_validate_json(self.quarantine_path(shard_id).read_bytes())
-        except FileNotFoundError:
-            return None
+        body = self.read_bytes(self.quarantine_key(shard_id))
+        return None if body is None else QuarantineRecord.model_validate_json(body)
 
     def list_quarantined(self) -> dict[str, QuarantineRecord]:
-        return _load_all(self.root / QUARANTINE, QuarantineRecord)
+        return self._load_all(QUARANTINE, QuarantineRecord)
 
     def clear_quarantine(self) -> list[str]:
         """Forget every quarantine record (the shards get another round); returns their ids."""
         cleared = sorted(self.list_quarantined())
-        shutil.rmtree(self.root / QUARANTINE, ignore_errors=True)
+        self.delete_prefix(QUARANTINE)
         return cleared
 
     def is_cancelled(self) -> bool:
-        return self.cancel_path.exists()
+        return self.exists(CANCELLED)
 
     def set_cancelled(self, cancelled: bool) -> None:
         if cancelled:
-            self.writable(self.cancel_path).touch()
+            self.put(CANCELLED, b"")
         else:
-            self.cancel_path.unlink(missing_ok=True)
+            self.delete(CANCELLED)
 
     def load_success(self) -> SuccessMarker | None:
-        try:
-            return SuccessMarker.model_validate_json(self.success_path.read_bytes())
-        except FileNotFoundError:
-            return None
+        body = self.read_bytes(SUCCESS)
+        return None if body is None else SuccessMarker.model_validate_json(body)
 
     def save_success(self, marker: SuccessMarker) -> None:
         """Write (or rewrite) the marker. It is derived from the commit and quarantine records, so
         unlike a commit it may be replaced: a late commit after a quarantine makes the old one wrong."""
-        replace_atomically(self.writable(self.success_path), marker.model_dump_json(indent=1).encode())
+        self.put(SUCCESS, marker.model_dump_json(indent=1).encode())
 
     def drop_success(self) -> None:
         """The job runs again (quarantined shards retried): no marker until it is whole again."""
-        self.success_path.unlink(missing_ok=True)
+        self.delete(SUCCESS)
 
+    # --- shared helpers -------------------------------------------------------------------------------
+    def _record_names(self, folder: str) -> list[str]:
+        return [n for n in self.names(folder) if n.endswith(".json") and not n.startswith(".")]
 
-def probe_links(folder: Path) -> None:
-    """StoreUnsupportedError, saying what to do, unless hard links work in `folder` (the probe
-    files are dot files, removed at once)."""
-    probe = folder / f".q3b-link-probe-{uuid.uuid4().hex}"
-    linked = probe.with_name(probe.name + ".2")
-    try:
-        probe.write_bytes(b"")
-        os.link(probe, linked)
-    except OSError as exc:
-        if exc.errno not in NO_LINKS:
-            raise
-        raise StoreUnsupportedError(
-            f"output {folder}: its filesystem does not support hard links ({exc.strerror}), which "
-            "first-committer-wins commits need. Put the output on a filesystem that has them (a local disk, NFS, "
-            "CephFS, Lustre), not on a FUSE mount of an object store") from exc
-    finally:
-        for leftover in (probe, linked):
-            leftover.unlink(missing_ok=True)
-
-
-def create_if_absent(path: Path, body: bytes) -> bool:
-    """Atomically create `path` with `body` unless it exists. Readers never see a partial file:
-    the body is written and fsynced under a unique name, then hard-linked into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = write_temporary(path, body)
-    try:
-        return link_exclusive(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def link_exclusive(source: Path, target: Path) -> bool:
-    """Hard-link `source` to `target` unless `target` exists: True when this call made it. On NFS a
-    LINK whose reply was lost is retransmitted and then reports EEXIST although it succeeded; the
-    target is then our own file (the same inode), which is a win, not a lost race."""
-    try:
-        os.link(source, target)
-        return True
-    except FileExistsError:
-        try:
-            return os.path.samestat(os.stat(source), os.lstat(target))
-        except FileNotFoundError:
-            return False
-
-
-def replace_atomically(path: Path, body: bytes) -> None:
-    tmp = write_temporary(path, body)
-    os.replace(tmp, path)
-
-
-def write_temporary(path: Path, body: bytes) -> Path:
-    """`body`, written and fsynced under a unique hidden name beside `path` (readers skip dot files)."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-    with os.fdopen(fd, "wb") as f:
-        f.write(body)
-        f.flush()
-        os.fsync(f.fileno())
-    return tmp
-
-
-def _count_records(folder: Path) -> int:
-    try:
-        return sum(1 for e in os.scandir(folder) if e.name.endswith(".json") and not e.name.startswith("."))
-    except FileNotFoundError:
-        return 0
-
-
-def _load_all(folder: Path, model, cache: dict | None = None):
-    out = {}
-    if not folder.is_dir():
-        return out
-    cache = {} if cache is None else cache
-    for entry in os.scandir(folder):
-        if entry.name.endswith(".json") and not entry.name.startswith("."):
-            key = entry.name[:-5]
+    def _load_all(self, folder: str, model, cache: dict | None = None) -> dict:
+        out, cache = {}, ({} if cache is None else cache)
+        for name in self._record_names(folder):
+            key = name[:-5]
             if key not in cache:
-                cache[key] = model.model_validate_json(Path(entry.path).read_bytes())
+                body = self.read_bytes(f"{folder}/{name}")
+                if body is None:
+                    continue  # deleted between the listing and the read (a cleared quarantine)
+                cache[key] = model.model_validate_json(body)
             out[key] = cache[key]
-    return out
+        return out
+
+
+def new_attempt_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+def remove_local(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)

@@ -128,8 +128,10 @@ def test_env_example_documents_every_setting_and_every_variable_the_compose_file
     example = (REPO / ".env.example").read_text(encoding="utf-8")
     documented = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", example, flags=re.M))
     used = set()
-    for path in (compose.COMPOSE_FILE, compose.TLS_OVERRIDE_FILE):
-        used |= set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)", path.read_text(encoding="utf-8")))
+    for path in (compose.COMPOSE_FILE, *compose.OVERRIDE_FILES):
+        text = path.read_text(encoding="utf-8")
+        used |= set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)", text))
+        used |= set(re.findall(r"^\s+([A-Z][A-Z0-9_]+):\s*(?:#.*)?$", text, flags=re.M))  # passed through
     settings = {ENV_PREFIX + f.name.upper() for f in fields(Settings)} - {"QWEN3B_ARTIFACT_STORE"}  # fixed in compose
     assert not used - documented, f"used in the compose files, missing from .env.example: {used - documented}"
     assert not settings - documented, f"settings missing from .env.example: {settings - documented}"
@@ -145,7 +147,24 @@ def test_the_image_installs_cpu_torch_by_default_and_a_build_arg_switches_to_cud
 
 
 def test_the_compose_files_are_plain_yaml_with_list_commands():
-    for path in (compose.COMPOSE_FILE, compose.TLS_OVERRIDE_FILE):
+    for path in (compose.COMPOSE_FILE, *compose.OVERRIDE_FILES):
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
         for name, service in raw["services"].items():
             assert isinstance(service.get("command", []), list), f"{path.name}: {name}"
+
+
+def test_the_s3_override_points_every_service_at_the_bucket_and_passes_the_aws_chain_through(spec):
+    env = dict(ENV, QWEN3B_S3_OUTPUT_ROOT="s3://vectors/jobs/", QWEN3B_S3_INPUT_ROOTS="s3://corpora/,/models",
+               QWEN3B_S3_ARTIFACT_STORE="s3://vectors/artifacts")
+    override = compose.load_compose(compose.S3_OVERRIDE_FILE, env=env)
+    for name in ["producer", "compile", *compose.worker_services(spec)]:
+        environment = compose.service(override, name)["environment"]
+        assert environment["QWEN3B_OUTPUT_ROOT"] == "s3://vectors/jobs/", name
+        assert environment["QWEN3B_ARTIFACT_STORE"] == "s3://vectors/artifacts", name
+        # no value: compose passes the host's variable through, or leaves it unset for a role to answer
+        assert all(environment[v] is None for v in ("AWS_ACCESS_KEY_ID", "AWS_ENDPOINT_URL", "AWS_PROFILE")), name
+
+
+def test_the_s3_override_refuses_to_start_without_its_bucket_settings():
+    with pytest.raises(ConfigError, match="QWEN3B_S3_OUTPUT_ROOT"):
+        compose.load_compose(compose.S3_OVERRIDE_FILE, env=ENV)

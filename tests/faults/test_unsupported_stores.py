@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from common.io.store import link_exclusive
+from common.io.local_store import link_exclusive
 from tests.faults.conftest import SIM
 from tests.integration.conftest import write_corpus
 from harness import cluster

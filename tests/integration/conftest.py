@@ -48,7 +48,7 @@ def wait_until_finished(out: Path, timeout_s: float = 300):
     store = OutputStore(out)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if store.plan_path.exists():
+        if store.has_plan():
             state = read_state(store)
             if state.finished:
                 return state

@@ -1,6 +1,7 @@
 """Reading corpora: every bad row becomes a reject with a reason; bad files fail before enqueue."""
 
 import json
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -145,8 +146,8 @@ def test_inputs_are_found_in_a_folder_or_glob_in_a_stable_order(tmp_path):
     for name in ["b.jsonl", "a.parquet", "sub/c.ndjson", "_plan/x.parquet", ".hidden/y.jsonl", "notes.json"]:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text("")
-    found = [p.relative_to(tmp_path).as_posix() for p, _ in corpus.discover_inputs(str(tmp_path))]
+    found = [Path(p).relative_to(tmp_path).as_posix() for p, _ in corpus.discover_inputs(str(tmp_path))]
     assert found == ["a.parquet", "b.jsonl", "sub/c.ndjson"]
-    assert [p.name for p, _ in corpus.discover_inputs(str(tmp_path / "*.jsonl"))] == ["b.jsonl"]
+    assert [Path(p).name for p, _ in corpus.discover_inputs(str(tmp_path / "*.jsonl"))] == ["b.jsonl"]
     with pytest.raises(corpus.InputError, match="no such file"):
         corpus.discover_inputs(str(tmp_path / "missing*.jsonl"))

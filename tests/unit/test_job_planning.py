@@ -41,7 +41,7 @@ def test_ids_seen_earlier_in_the_corpus_are_listed_with_their_first_occurrence(t
     assert plan.duplicate_ids == 2 and plan.id_type == "string"
     from common.io.duplicates import load_duplicates
 
-    dups = load_duplicates(store.duplicates_path, 1, 0, 3)
+    dups = load_duplicates(store, 1, 0, 3)
     assert set(dups) == {0, 2}
     assert "'y' first seen in input file #0 row 1" in dups[0]
 

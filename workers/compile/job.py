@@ -139,7 +139,7 @@ def published_fp32_graph(store: ArtifactStore, key) -> Path | None:
         return None
     fp32 = key.model_copy(update={"dtype": "fp32"})
     manifest = store.manifest(fp32)
-    return store.folder(fp32) / manifest.files[0] if manifest is not None else None
+    return store.local_copy(manifest) / manifest.files[0] if manifest is not None else None
 
 
 def check(request: CompileRequest, staged: Path, files: list[str], device: str) -> tuple[Validation | None, str]:

@@ -49,7 +49,7 @@ def run_compile_task(self, **message):
         return "refused"
     ctx.current_shard = artifact_id
     try:
-        return run_delivery(request, ArtifactStore(ctx.settings.artifact_store), ctx.redis, report,
+        return run_delivery(request, ArtifactStore(ctx.settings.artifact_store, ctx.settings.artifact_cache), ctx.redis, report,
                             ctx.settings.max_attempts, validate_device=ctx.description["device"])["state"]
     finally:
         ctx.current_shard = None

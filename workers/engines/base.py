@@ -108,9 +108,26 @@ class Engine(ABC):
     def embed(self, texts: Sequence[str], dim: int | None = None, progress: Progress = None) -> EmbedOutput:
         """Embed already-formatted texts (see common.templates for queries). progress(rows, tokens)
         is called after each forward pass (the worker's heartbeat reports it)."""
-        dim = self.check_dim(dim)
-        rows = batching.tokenize_for_embedding(self.tokenizer, texts, self.spec.max_tokens, self.endoftext_id,
+        return self.embed_tokenized(self.tokenize_embed(texts), dim, progress)
+
+    def rerank(self, queries: Sequence[str], documents: Sequence[str],
+               instruction: str = defaults.DEFAULT_RERANK_INSTRUCTION, progress: Progress = None) -> RerankOutput:
+        return self.rerank_tokenized(self.tokenize_rerank(queries, documents, instruction), progress)
+
+    # The two halves, for a caller that tokenises the next chunk while the device runs this one
+    # (workers/pipeline.py): tokenising needs no device and the fast tokenizer releases the GIL.
+    def tokenize_embed(self, texts: Sequence[str]) -> list[batching.TokenizedRow]:
+        return batching.tokenize_for_embedding(self.tokenizer, texts, self.spec.max_tokens, self.endoftext_id,
                                                self.spec.max_chars)
+
+    def tokenize_rerank(self, queries: Sequence[str], documents: Sequence[str],
+                        instruction: str = defaults.DEFAULT_RERANK_INSTRUCTION) -> list[batching.TokenizedRow]:
+        return batching.tokenize_for_rerank(self.tokenizer, self.rerank_prompt_ids(), queries, documents,
+                                            instruction, self.spec.max_tokens, self.spec.max_chars)
+
+    def embed_tokenized(self, rows: list[batching.TokenizedRow], dim: int | None = None,
+                        progress: Progress = None) -> EmbedOutput:
+        dim = self.check_dim(dim)
         vectors = np.zeros((len(rows), dim), dtype=np.float32)
         errors = [r.error for r in rows]
         for batch in self.batches(rows):
@@ -122,10 +139,7 @@ class Engine(ABC):
             report(progress, batch)
         return EmbedOutput(vectors, *self.row_stats(rows), errors=errors)
 
-    def rerank(self, queries: Sequence[str], documents: Sequence[str],
-               instruction: str = defaults.DEFAULT_RERANK_INSTRUCTION, progress: Progress = None) -> RerankOutput:
-        rows = batching.tokenize_for_rerank(self.tokenizer, self.rerank_prompt_ids(), queries, documents,
-                                            instruction, self.spec.max_tokens, self.spec.max_chars)
+    def rerank_tokenized(self, rows: list[batching.TokenizedRow], progress: Progress = None) -> RerankOutput:
         scores = np.full(len(rows), np.nan, dtype=np.float32)
         errors = [r.error for r in rows]
         for batch in self.batches(rows):

@@ -108,7 +108,7 @@ def find_artifacts(spec: EngineSpec, store: ArtifactStore | None = None) -> list
     lengths, then the largest), each with its entry file; a clear error naming the compile
     command when there are none."""
     settings = load_settings()
-    store = store or ArtifactStore(settings.artifact_store)
+    store = store or ArtifactStore(settings.artifact_store, settings.artifact_cache)
     model = model_ref(spec.model)
     found = store.find(model, spec.backend, spec.task, spec.dtype)
     if not found:

@@ -9,6 +9,9 @@ one, so no figure made with these weights can be mistaken for a real model's acc
 """
 
 import json
+import os
+import shutil
+import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -95,12 +98,18 @@ def is_random_weights(model_dir: str | Path) -> bool:
 
 def ensure_random_model(cache_root: str | Path, task: str, shape_name: str = "tiny",
                         seed: int = TINY_MODEL_SEED) -> Path:
-    """Build the model once under cache_root and reuse it afterwards."""
+    """Build the model once under cache_root and reuse it afterwards. Processes building it at once
+    (parallel test runs) each build their own copy, and the first to rename it into place wins."""
     out = Path(cache_root) / f"qwen3-{task}-{shape_name}-random-s{seed}"
     if not (out / RANDOM_WEIGHTS_MARKER).is_file():
-        tmp = out.with_name(out.name + ".building")
+        tmp = out.with_name(f"{out.name}.building-{os.getpid()}-{uuid.uuid4().hex[:8]}")
         build_random_model(tmp, task, shape_name, seed)
-        tmp.rename(out)
+        try:
+            tmp.rename(out)
+        except OSError:  # another process put its copy there first: the same seed, the same weights
+            if not (out / RANDOM_WEIGHTS_MARKER).is_file():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 

@@ -1,0 +1,134 @@
+"""The output store in a bucket (s3://, gs://), through fsspec (s3fs, gcsfs): no rename, no hard
+links, so the commit is a conditional create, `pipe_file(mode="create")`: S3 PutObject with
+If-None-Match: * (AWS since 2024, MinIO), GCS ifGenerationMatch=0. The first committer wins.
+
+Why the commit record plus a copy, not a table format: an attempt uploads its files under
+`_tmp/<shard>/<attempt>/`, the commit record names that attempt, and the winner's files are then
+copied server-side into `data/` and `rejects/` (no bytes leave the store; anyone who finds a commit
+whose files are not copied yet finishes it). Readers then see a plain Parquet dataset that pandas,
+polars, DuckDB, Spark and pyarrow read as it is, with no table-format library, and never a loser's
+or a half-written attempt's rows: an object appears whole or not at all. The price is one
+server-side copy per shard file, small next to a shard's compute.
+
+Listings are read fresh (fsspec's listing cache is off): the reconciler and the completion check
+must see what other hosts wrote a moment ago. S3 and GCS are strongly consistent for that.
+"""
+
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+
+from common.errors import StoreUnsupportedError
+from common.io.fs import fs_and_path, normalize
+from common.io.store import TMP, Attempt, OutputStore, new_attempt_id
+from common.schemas import CommitRecord
+
+
+class ObjectStore(OutputStore):
+    def __init__(self, url: str):
+        self.url = normalize(str(url))
+        _, self.base = fs_and_path(self.url)
+
+    @property
+    def fs(self):
+        """Looked up per call: the filesystem of this process (a forked child gets its own)."""
+        return fs_and_path(self.url)[0]
+
+    def key_path(self, key: str) -> str:
+        return f"{self.base}/{key}" if key else self.base
+
+    # --- primitives -------------------------------------------------------------------------------------
+    def read_bytes(self, key: str) -> bytes | None:
+        try:
+            return self.fs.cat_file(self.key_path(key))
+        except FileNotFoundError:
+            return None
+
+    def exists(self, key: str) -> bool:
+        return self.fs.exists(self.key_path(key))
+
+    def create_if_absent(self, key: str, body: bytes) -> bool:
+        try:
+            self.fs.pipe_file(self.key_path(key), body, mode="create")
+            return True
+        except FileExistsError:
+            return False
+
+    def put(self, key: str, body: bytes) -> None:
+        self.fs.pipe_file(self.key_path(key), body)
+
+    def delete(self, key: str) -> None:
+        try:
+            self.fs.rm_file(self.key_path(key))
+        except FileNotFoundError:
+            pass
+
+    def delete_prefix(self, prefix: str) -> None:
+        try:
+            self.fs.rm(self.key_path(prefix), recursive=True)
+        except FileNotFoundError:
+            pass
+
+    def names(self, prefix: str) -> list[str]:
+        try:
+            listed = self.fs.ls(self.key_path(prefix), detail=False, refresh=True)
+        except FileNotFoundError:
+            return []
+        return [p.rstrip("/").rsplit("/", 1)[-1] for p in listed]
+
+    def open_read(self, key: str):
+        return self.fs.open(self.key_path(key), "rb")
+
+    def size(self, key: str) -> int:
+        return int(self.fs.size(self.key_path(key)))
+
+    def check_commits_supported(self) -> None:
+        """A store that ignores the condition would make every commit last-writer-wins: refused,
+        never a silent fallback. The probe creates one object twice; the second must be refused."""
+        probe = f"{TMP}/.q3b-create-probe-{uuid.uuid4().hex}"
+        try:
+            first = self.create_if_absent(probe, b"1")
+            second = self.create_if_absent(probe, b"2")
+        except (NotImplementedError, ValueError, TypeError) as exc:
+            raise StoreUnsupportedError(self._unsupported(f"its client cannot ask for one ({exc})")) from exc
+        finally:
+            self.delete(probe)
+        if not (first and not second):
+            raise StoreUnsupportedError(self._unsupported("it accepted a second create of the same object"))
+
+    def _unsupported(self, why: str) -> str:
+        return (f"output {self.url}: the store does not honour conditional creates (S3 If-None-Match: *, GCS "
+                f"ifGenerationMatch=0): {why}. Exactly-once commits need them, and there is no safe fallback. Use "
+                "AWS S3, GCS or a MinIO/Ceph release that supports them, or a POSIX output")
+
+    def new_attempt(self, shard_id: str) -> Attempt:
+        return Attempt(self._shard(shard_id), new_attempt_id(), Path(tempfile.mkdtemp(prefix="q3b-attempt-")))
+
+    def upload_attempt(self, attempt: Attempt, keys: list[str]) -> None:
+        for key in keys:  # multipart for large files: the library's
+            self.fs.put_file(str(attempt.local_dir / key), self.key_path(self.attempt_key(attempt.shard_id, attempt.id, key)))
+
+    def discard_attempt(self, attempt: Attempt) -> None:
+        self.delete_prefix(f"{TMP}/{attempt.shard_id}/{attempt.id}")
+        self.release(attempt)
+
+    def release(self, attempt: Attempt) -> None:
+        shutil.rmtree(attempt.local_dir, ignore_errors=True)
+
+    def publish_file(self, source_key: str, final_key: str) -> None:
+        if self.exists(final_key):
+            return
+        try:
+            self.fs.copy(self.key_path(source_key), self.key_path(final_key))  # server-side
+        except FileNotFoundError:
+            if not self.exists(final_key):
+                raise StoreUnsupportedError(f"commit names {self.location(source_key)}, which is gone") from None
+
+    def put_file(self, key: str, local: Path) -> None:
+        self.fs.put_file(str(local), self.key_path(key))
+
+    def verify_file(self, record: CommitRecord) -> bool:
+        """Its size against the record's: the SHA-256 was taken before the upload, and the copy into
+        data/ is server-side; reading every byte back would cost the whole output in egress."""
+        return record.data_bytes <= 0 or self.size(record.data_file) == record.data_bytes
