@@ -56,6 +56,12 @@ def job_refused(job_id: str) -> str:
     return f"{KEY_PREFIX}:job:{job_id}:refused"  # hash shard -> why a worker refused its message
 
 
+def job_events(job_id: str) -> str:
+    # pub/sub channel: a shard id each time a worker commits or quarantines one, so that a
+    # follower (`--wait`) sees the job end when it does, not at its next poll
+    return f"{KEY_PREFIX}:job:{job_id}:events"
+
+
 def job_reconcile_lock(job_id: str) -> str:
     return f"{KEY_PREFIX}:job:{job_id}:reconciling"  # one reconciler pass per job at a time, cluster-wide
 

@@ -1,6 +1,7 @@
 """Where a recorded figure came from: the command, the git revision of the code (and whether the
 tree was clean), the machine and the time. Every benchmark and eval JSON carries this block, and
-docs/performance.md (scripts/perf_docs.py) prints it next to each figure."""
+docs/performance.md (scripts/perf_docs.py) prints it next to each figure. A benchmark takes it
+when it starts and confirms it when it ends (the tree may change while it runs)."""
 
 import os
 import platform
@@ -33,6 +34,15 @@ def provenance(program: str, args: list[str] | None = None) -> dict:
     return {"command": " ".join([program, *map(shlex.quote, args)]), "git_revision": rev, "clean_tree": clean,
             "recorded_at_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "machine": {"cpu": cpu_name(), "cpus": os.cpu_count(), "python": platform.python_version()}}
+
+
+def confirm(record: dict) -> dict:
+    """`record`, taken when a run started, checked again at its end: the code that ran is the
+    revision named only if the tree was clean at both ends and HEAD did not move."""
+    rev, clean = git_revision()
+    if record["clean_tree"] and not (clean and rev == record["git_revision"]):
+        record = dict(record, clean_tree=False, changed_during_run=True)
+    return record
 
 
 def cpu_name() -> str:

@@ -38,6 +38,7 @@ from common.model_identity import model_ref
 from common.schemas import JobSpec, Plan
 from common.settings import Settings, load_settings
 from producer import submit as broker
+from producer.events import ShardEvents
 from producer.plan import plan_job
 from producer.progress import Reporter, Snapshot, reporter_for, summary_line
 
@@ -298,15 +299,19 @@ def run_here(job: Job, device: str, reporter: Reporter, engine=None) -> JobStatu
     started, rows_before = time.monotonic(), read_state(job.store, job.plan).rows_done
     reporter.start(job.job_id, job.plan.rows_total)
     window_rows = [0, 0]
+    seen = {"state": read_state(job.store, job.plan)}
 
     def on_progress(rows: int, tokens: int) -> None:
         window_rows[0] += rows
         window_rows[1] += tokens
-        state = read_state(job.store, job.plan)
+        state = seen["state"]
         reporter.update(Snapshot(job.plan.rows_total, state.rows_done, state.rows_done + window_rows[0],
                                  state.tokens + window_rows[1], len(state.quarantined)))
 
     def on_shard(_):
+        # The store is read once a shard, not at every forward pass: on a bucket a read is a few
+        # LIST and GET requests.
+        seen["state"] = read_state(job.store, job.plan)
         window_rows[0] = window_rows[1] = 0
         on_progress(0, 0)
 
@@ -326,6 +331,7 @@ def follow(job: Job, reporter: Reporter, timeout_s: float | None) -> JobStatus:
     served_at = started  # the last time a live worker served the queue (for timeout_s)
     reconciled_at, hinted_at, shown = started, started - 30 + 2 * settings.heartbeat_interval_s, set()
     reporter.start(job.job_id, plan.rows_total)
+    events = ShardEvents(client, job.job_id)
     try:
         while True:
             state = read_state(job.store, plan)
@@ -355,13 +361,14 @@ def follow(job: Job, reporter: Reporter, timeout_s: float | None) -> JobStatus:
             if timeout_s is not None and now - served_at > timeout_s:
                 raise WaitTimeout(f"no worker served queue {plan.queue} for {timeout_s:g} s: stopped waiting. The job "
                                   f"stays queued; re-attach with `producer wait {job.job_id}`")
-            time.sleep(defaults.PROGRESS_REFRESH_S)
+            events.wait(set(state.pending), defaults.PROGRESS_REFRESH_S)
     except KeyboardInterrupt:
         reporter.stop()
         reporter.note(f"stopped following job {job.job_id}; it keeps running on the workers. Re-attach: producer "
                       f"wait {job.job_id}   cancel: producer cancel {job.job_id}")
         raise
     finally:
+        events.close()
         reporter.stop()
     status = conclude(job)
     reporter.note(summary_line(status, time.monotonic() - started, rows_before))

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from common.io.store import OutputStore
-from common.provenance import provenance
+from common.provenance import confirm, provenance
 from harness.corpora import write_corpus
 from harness.s3 import S3Server
 
@@ -35,6 +35,7 @@ def main(argv=None) -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--out", type=Path, default=REPO / "bench-results" / "stores-cpu.json")
     args = ap.parse_args(argv)
+    started = provenance("python scripts/bench_stores.py")
     work = Path(tempfile.mkdtemp(prefix="q3b-stores-bench-"))
     server = S3Server(work / "moto").start()
     try:
@@ -42,7 +43,7 @@ def main(argv=None) -> None:
     finally:
         server.stop()
         shutil.rmtree(work, ignore_errors=True)
-    result["provenance"] = provenance("python scripts/bench_stores.py")
+    result["provenance"] = confirm(started)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
     print(f"disk {result['disk_rows_per_s']:.1f} rows/s, bucket {result['bucket_rows_per_s']:.1f} rows/s: "

@@ -72,7 +72,7 @@ import redis
 from common import heartbeats, keys
 from common.io.store import OutputStore
 from common.jobstate import read_state
-from common.provenance import provenance
+from common.provenance import confirm, provenance
 from harness import cluster
 from workers.bench.stats import percentile
 from workers.models.random_init import ensure_random_model
@@ -595,6 +595,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--json", type=Path, default=REPO / "bench-results" / "chaos.json")
     args = ap.parse_args()
+    args.provenance = provenance("python scripts/chaos_run.py")  # the code that runs, confirmed at the end
     args.kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
     unknown = set(args.kinds) - set(ALL_KINDS)
     if unknown:
@@ -787,7 +788,7 @@ def report(results: dict, args, env: dict, stall_shards: set[str], wall: float) 
                "throughput_ratio": chaos["rows_per_s"] / base["rows_per_s"],
                "baseline": {k: v for k, v in base.items() if k != "faults"},
                "chaos": {**chaos, "faults_by_kind": dict(by_kind)}}
-    summary["provenance"] = provenance("python scripts/chaos_run.py")
+    summary["provenance"] = confirm(args.provenance)
     args.json.write_text(json.dumps(summary, indent=1, default=sorted))
     print(f"\nfigures saved to {args.json}")
     if problems:

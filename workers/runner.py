@@ -159,6 +159,7 @@ def deliver(ctx: WorkerContext, store: OutputStore, plan: Plan, shard_id: str) -
         stop(ctx, job_id, shard_id)
     if outcome.status == "committed":
         maybe_finalize(store, plan)
+        announce(ctx, job_id, shard_id)
     return outcome.status
 
 
@@ -184,6 +185,16 @@ def quarantine(ctx: WorkerContext, store: OutputStore, plan: Plan, shard_id: str
                                       quarantined_at=time.time()))
     log.error("shard %s of %s quarantined after %d attempts: %s", shard_id, plan.job_id, attempts, reason)
     maybe_finalize(store, plan)
+    announce(ctx, plan.job_id, shard_id)
+
+
+def announce(ctx: WorkerContext, job_id: str, shard_id: str) -> None:
+    """Tell the job's followers that a shard is done (after the success marker, when this shard
+    was the last): a hint that saves them a poll, never the truth, which is the store's."""
+    try:
+        ctx.redis.publish(keys.job_events(job_id), shard_id)
+    except redis.RedisError:
+        pass  # the follower's next poll finds the commit anyway
 
 
 def maybe_finalize(store: OutputStore, plan: Plan) -> None:

@@ -57,7 +57,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.provenance import provenance
+from common.provenance import confirm, provenance
 from harness.model_card import ModelCardReranker
 from workers.eval.metrics import measure_cosines
 
@@ -941,6 +941,7 @@ def main(argv=None) -> int:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = parse_args(argv)
+    started = provenance("python -m workers.bench.engine")
     try:
         from transformers.utils import logging as hf_logging
 
@@ -957,7 +958,7 @@ def main(argv=None) -> int:
     out = resolve(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     result["report"] = text
-    result["provenance"] = provenance("python -m workers.bench.engine")
+    result["provenance"] = confirm(started)
     out.write_text(json.dumps(result, indent=2))
     say(f"figures written to {out} (total {result['total_seconds']:.0f}s, load average "
         f"{'/'.join(f'{x:.1f}' for x in result['environment']['load_average_at_end'] or [])})")

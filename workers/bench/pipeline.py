@@ -56,7 +56,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common.provenance import provenance
+from common.provenance import confirm, provenance
 from harness import cluster, corpora
 from workers.bench.errors import BenchError
 from workers.bench.options import parse_ints
@@ -651,6 +651,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=Path("bench-results/pipeline-cpu.json"))
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder (corpora, outputs, logs)")
     args = ap.parse_args(argv)
+    started = provenance("python -m workers.bench.pipeline")
     args.model = args.model.resolve()
     phases = set(args.phases.replace(" ", "").split(","))
     if not (args.model / "config.json").is_file():
@@ -684,7 +685,7 @@ def main(argv: list[str] | None = None) -> None:
     results["load_at_end"] = os.getloadavg()
     results["seconds"] = time.perf_counter() - _T0
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    results["provenance"] = provenance("python -m workers.bench.pipeline")
+    results["provenance"] = confirm(started)
     args.out.write_text(json.dumps(results, indent=1, default=str))
     print()
     print(table(results))

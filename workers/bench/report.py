@@ -6,7 +6,6 @@ import socket
 import sys
 from pathlib import Path
 
-from common.provenance import provenance
 from workers.bench.instances import cpu_name
 from workers.bench.stats import percentile_key
 
@@ -19,7 +18,7 @@ def host_info(load_at_start: list[float]) -> dict:
 
 
 def build_report(options, instances: list[dict], results: list[dict], started_at: str, seconds: float,
-                 load_at_start: list[float]) -> dict:
+                 load_at_start: list[float], origin: dict) -> dict:
     first = instances[0]
     return {
         "tool": "workers bench",
@@ -31,7 +30,7 @@ def build_report(options, instances: list[dict], results: list[dict], started_at
         "torch_version": first["torch_version"],
         "device_name": first["device_name"],
         "host": host_info(load_at_start),
-        "provenance": provenance("workers bench"),
+        "provenance": origin,
         "instances": instances,
         "results": results,
         "notes": {

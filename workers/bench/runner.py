@@ -4,6 +4,7 @@ import os
 import time
 from datetime import datetime, timezone
 
+from common.provenance import confirm, provenance
 from workers.bench.driver import measure
 from workers.bench.instances import InstancePool, plan_placements
 from workers.bench.options import BenchOptions
@@ -23,6 +24,7 @@ def run_bench(options: BenchOptions, console) -> dict:
 
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     load_at_start = list(os.getloadavg())
+    origin = provenance("workers bench")
     start = time.perf_counter()
     placements = plan_placements(options.devices, options.instances_per_device)
     results = []
@@ -47,7 +49,8 @@ def run_bench(options: BenchOptions, console) -> dict:
                                      options.percentiles, on_done=lambda _: progress.advance(total))
                     results.append(result)
                     console.log(summary_line(result))
-    return build_report(options, instances, results, started_at, time.perf_counter() - start, load_at_start)
+    return build_report(options, instances, results, started_at, time.perf_counter() - start, load_at_start,
+                        confirm(origin))
 
 
 def summary_line(result: dict) -> str:
