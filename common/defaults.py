@@ -39,6 +39,10 @@ DEFAULT_PADDING_SIDE = "right"  # right padding needs no padding mask under caus
 # --- compiled backends (ONNX, VACC) --------------------------------------------------------------
 DEFAULT_ARTIFACT_STORE = ".cache/artifacts"  # compiled artifacts, keyed by model hash/backend/shape/dtype
 DEFAULT_ARTIFACT_CACHE = "~/.cache/qwen3batch/artifacts"  # local copies of a bucket store's artifacts
+# torch.compile (workers start --torch-compile): off | inductor | cudagraphs (inductor plus CUDA graphs, CUDA only)
+TORCH_COMPILE_MODES = ("off", "inductor", "cudagraphs")
+DEFAULT_TORCH_COMPILE = "off"
+DEFAULT_INDUCTOR_CACHE = "~/.cache/qwen3batch/inductor"  # compiled graphs, kept across worker restarts
 DEFAULT_COMPILE_BATCH = 8  # rows per compiled batch (fixed shape)
 # Agreement an artifact must reach with the fp32 torch engine on the validation texts before it is
 # published: worst cosine of embeddings, worst |P(yes) difference| of reranker scores.

@@ -44,6 +44,18 @@ def check_dtype(dtype: str, backend: str) -> str:
     return dtype
 
 
+def check_torch_compile(mode: str, backend: str, device: str) -> str:
+    """--torch-compile: a torch-backend option; CUDA graphs exist only on CUDA."""
+    if mode not in defaults.TORCH_COMPILE_MODES:
+        raise ConfigError(f"--torch-compile {mode!r}: choose one of {', '.join(defaults.TORCH_COMPILE_MODES)}")
+    if mode != "off" and backend != "torch":
+        raise ConfigError(f"--torch-compile {mode}: only the torch backend compiles graphs (this is {backend}; its "
+                          "artifacts are compiled by producer compile)")
+    if mode == "cudagraphs" and not device.startswith("cuda"):
+        raise ConfigError(f"--torch-compile cudagraphs needs a CUDA device, not {device}")
+    return mode
+
+
 def parse_seqlens(text: str) -> tuple[int, ...]:
     """"64,128,256,512" -> (64, 128, 256, 512), for the --seqlens options."""
     try:

@@ -10,8 +10,12 @@
 #      and their -throughput.png / -latency.png;
 #   2. `workers bench`, two instances on the card at batch 32 x 512 -> perf-cuda-embed-bf16-2instances.json;
 #      with more than one card, one instance on each -> perf-cuda-embed-bf16-allcards.json;
-#   3. the engine benchmark, our torch engine vs sentence-transformers and the model-card reranker
+#   3. `workers bench`, embed with torch.compile: inductor, and inductor plus CUDA graphs, at the
+#      sweep's 16 and 64 x 512 points -> perf-cuda-embed-bf16-{inductor,cudagraphs}.json (eager: step 1);
+#   4. the engine benchmark, our torch engine vs sentence-transformers and the model-card reranker
 #      -> engine-cuda.json.
+# Not here: a queued job (the device machine has no redis-server); the queued path's overhead is
+# measured on CPU by python -m workers.bench.pipeline.
 # Everything goes to bench-results/ (or --out-dir), next to the CPU figures the README shows.
 #
 # Installs nothing by default. It needs a Python that already has torch with CUDA and the project's
@@ -176,10 +180,12 @@ main() {
     if (( SMOKE )); then
         SHAPE=tiny; BATCHES="${BATCHES:-1,2}"; SEQLENS="${SEQLENS:-64,128}"
         ITERATIONS="${ITERATIONS:-3}"; WARMUP="${WARMUP:-1}"; FIXED="--batch-size 2 --seqlen 64"
+        COMPILED="--batch-size 2 --seqlen 64"
         OUT_DIR="${OUT_DIR:-$(mktemp -d -t gpu-bench-smoke-XXXXXX)}"
     else
         SHAPE=0.6b; BATCHES="${BATCHES:-1,4,16,64}"; SEQLENS="${SEQLENS:-128,512}"
         ITERATIONS="${ITERATIONS:-30}"; WARMUP="${WARMUP:-5}"; FIXED="--batch-size 32 --seqlen 512"
+        COMPILED="--sweep-batch 16,64 --sweep-seqlen 512"
         OUT_DIR="${OUT_DIR:-bench-results}"
     fi
     local tag="${DEVICE%%:*}" start=$SECONDS
@@ -188,16 +194,21 @@ main() {
 
     find_python
     echo "gpu-bench: python $PY; device $DEVICE; models $SHAPE; figures to $OUT_DIR"
+    echo "gpu-bench: will run workers bench (embed and rerank sweeps, 2 instances, all cards), workers bench with torch.compile (inductor, cudagraphs), and the engine benchmark"
     check_device
     check_imports
     models_missing && build_models
     run mkdir -p "$OUT_DIR"
 
-    # shellcheck disable=SC2086  # FIXED is two options and their values
+    # shellcheck disable=SC2086  # FIXED and COMPILED are options and their values
     {
         workers_bench "perf-$tag-embed-bf16" embed --devices "$DEVICE" --sweep-batch "$BATCHES" --sweep-seqlen "$SEQLENS"
         workers_bench "perf-$tag-rerank-bf16" rerank --devices "$DEVICE" --sweep-batch "$BATCHES" --sweep-seqlen "$SEQLENS"
         workers_bench "perf-$tag-embed-bf16-2instances" embed --devices "$DEVICE" --instances 2 $FIXED
+        workers_bench "perf-$tag-embed-bf16-inductor" embed --devices "$DEVICE" $COMPILED --torch-compile inductor
+        if [[ "$DEVICE" == cuda:* ]]; then
+            workers_bench "perf-$tag-embed-bf16-cudagraphs" embed --devices "$DEVICE" $COMPILED --torch-compile cudagraphs
+        fi
         local cards
         cards="$(cuda_count)"
         if (( cards > 1 )); then

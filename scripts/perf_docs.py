@@ -133,8 +133,8 @@ def pipeline(path: Path, d: dict) -> str:
             r = a[name]
             rows.append([label, f"{r['steady']['rows_per_s']:,.0f}", pct(r["steady"]["rows_per_s"] / base),
                          f"{r['rows_per_s']:,.0f} rows/s = {pct(r['rows_per_s'] / base)}"])
-        out.append(f"(a) {a['rows']:,} rows, {a['dtype']}, the tiny model: the pipeline's own cost is the "
-                   "difference.\n\n" + table(["mode", "steady rows/s", "steady vs in-process",
+        out.append(f"(a) {a['rows']:,} rows, {a['dtype']}, model `{Path(a['model']).name}`: the pipeline's own cost "
+                   "is the difference.\n\n" + table(["mode", "steady rows/s", "steady vs in-process",
                                               "end to end (start, load, plan, commits)"], rows) + "\n")
     if "b" in d:
         b = d["b"]
@@ -146,6 +146,15 @@ def pipeline(path: Path, d: dict) -> str:
                         ["steady efficiency", *[pct(r["efficiency_steady"]) for r in runs]],
                         ["end-to-end rows/s", *[f"{r['end_to_end_rows_per_s']:,.0f}" for r in runs]],
                         ["end-to-end efficiency", *[pct(r["efficiency_end_to_end"]) for r in runs]]]) + "\n")
+    if "d" in d:
+        m = d["d"]
+        out.append(f"(d) one worker over {m['shards']} shards of {m['shard_rows']} rows: its resident memory does not grow "
+                   "with the shards it has run (from its heartbeat after each shard).\n\n" + table(
+                       ["engine", "RSS after the first tenth", "RSS at the end", "growth", "peak RSS", "device peak"],
+                       [[f"{r['backend']} {r['dtype']}", f"{r['rss_mib_first_tenth']:.0f} MiB",
+                         f"{r['rss_mib_at_end']:.0f} MiB", f"{r['growth']:.3f}x", f"{r['peak_rss_mib']:.0f} MiB",
+                         "-" if r["device_peak_mib"] is None else f"{r['device_peak_mib']:.0f} MiB"]
+                        for r in m["runs"]]) + "\n")
     if "c" in d:
         c = d["c"]
         runs = c["runs"]

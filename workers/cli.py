@@ -57,6 +57,9 @@ def start(
     loglevel: str = typer.Option("INFO", metavar="TEXT"),
     compile_: bool = typer.Option(False, "--compile", help="a compile worker: consume the compile queue "
                                                            "(--device: where artifacts are validated)", metavar=""),
+    torch_compile: str = typer.Option(defaults.DEFAULT_TORCH_COMPILE, help="off | inductor | cudagraphs (CUDA): "
+                                      "torch.compile the model at start (torch backend; graphs cached across "
+                                      "restarts); see docs/performance.md for when it pays", metavar="TEXT"),
 ):
     """Start a worker pinned to one device. It loads its model once, in the process that uses it;
     one that cannot load its model exits with the reason (code 3).
@@ -68,7 +71,7 @@ def start(
         dev = parse_device(device)
         settings = load_settings()
         spec = (compile_worker_spec(name, dev) if compile_
-                else shard_worker_spec(model, task, dev, dtype, backend, seqlens, name, settings))
+                else shard_worker_spec(model, task, dev, dtype, backend, seqlens, name, settings, torch_compile))
     except Qwen3BatchError as exc:
         typer.echo(f"error: {exc}", err=True)  # plain: a log line, not a boxed usage message
         raise typer.Exit(2) from exc
@@ -88,7 +91,8 @@ def not_ready_yet(record: logging.LogRecord) -> bool:
     return True
 
 
-def shard_worker_spec(model, task, dev, dtype, backend, seqlens, name, settings) -> WorkerSpec:
+def shard_worker_spec(model, task, dev, dtype, backend, seqlens, name, settings,
+                      torch_compile: str = defaults.DEFAULT_TORCH_COMPILE) -> WorkerSpec:
     """Everything checked before Celery starts: the model (folder or hub id, of the task's kind),
     the options, the artifacts of a compiled backend, the output root."""
     from workers.engines.loading import inspect_model
@@ -99,6 +103,7 @@ def shard_worker_spec(model, task, dev, dtype, backend, seqlens, name, settings)
     options.check_backend(backend)
     dtype = options.check_dtype(default_dtype(dev, backend) if dtype == "auto" else dtype, backend)
     lengths = parse_seqlens(seqlens)
+    options.check_torch_compile(torch_compile, backend, str(dev))
     ref = model_ref(model)
     if backend != "simulated":
         check = inspect_model(ref.source, task, tokenizer=False)
@@ -107,7 +112,8 @@ def shard_worker_spec(model, task, dev, dtype, backend, seqlens, name, settings)
     spec = WorkerSpec(name=name or f"{task}-{str(dev).replace(':', '')}@{socket.gethostname()}", kind="shard",
                       queue=keys.shard_queue(task, ref.identity, dtype, backend), device=str(dev),
                       engine_device="cuda:0" if dev.kind == "cuda" else str(dev), model=ref.source,
-                      model_identity=ref.identity, task=task, backend=backend, dtype=dtype, seqlens=lengths)
+                      model_identity=ref.identity, task=task, backend=backend, dtype=dtype, seqlens=lengths,
+                      torch_compile=torch_compile)
     check_artifacts(spec.engine_spec())
     check_output_root(settings)
     return spec

@@ -27,6 +27,7 @@ from common.rates import RateWindow
 from common.schemas import JOB_NAME, SHARD_ID, Plan, QuarantineRecord, ShardMessage
 from common.settings import ENV_PREFIX, Settings
 from workers.engines.base import Engine
+from workers.memory import process_memory
 from workers.pipeline import run_shard
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ class WorkerContext:
     current_tokens: int = 0
     rows_done: int = 0  # rows and tokens computed since start, committed or not
     tokens_done: int = 0
+    shards_done: int = 0  # deliveries that ran a shard to its end (committed, lost the race, or failed)
     started_at: float = field(default_factory=time.time)
     window: RateWindow = field(default_factory=RateWindow)
 
@@ -156,6 +158,7 @@ def deliver(ctx: WorkerContext, store: OutputStore, plan: Plan, shard_id: str) -
         ctx.redis.hset(keys.job_queued(job_id), shard_id, time.time())
         raise RetryShard(reason) from exc
     finally:
+        ctx.shards_done += 1
         stop(ctx, job_id, shard_id)
     if outcome.status == "committed":
         maybe_finalize(store, plan)
@@ -214,7 +217,8 @@ def beat(ctx: WorkerContext) -> None:
                  current_shard=ctx.current_shard or "", current_rows=ctx.current_rows,
                  current_tokens=ctx.current_tokens, output_root=ctx.output_root,
                  input_roots=list(ctx.input_roots), rows_done=ctx.rows_done, rows_per_s=round(rows_per_s, 2),
-                 tokens_per_s=round(tokens_per_s, 1), seen_at=time.time())
+                 tokens_per_s=round(tokens_per_s, 1), shards_done=ctx.shards_done, **process_memory(),
+                 seen_at=time.time())
     try:
         heartbeats.publish(ctx.redis, ctx.name, state, ctx.settings.heartbeat_ttl_s)
     except redis.RedisError:

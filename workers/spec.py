@@ -27,16 +27,18 @@ class WorkerSpec(BaseModel):
     backend: str = "-"
     dtype: str = "-"
     seqlens: tuple[int, ...] = defaults.DEFAULT_SEQLENS
+    torch_compile: str = defaults.DEFAULT_TORCH_COMPILE
     status_file: str = ""  # where the child writes why it could not load its model (the parent exits with it)
 
     def engine_spec(self) -> EngineSpec:
         return EngineSpec(model=self.model, task=self.task, backend=self.backend, dtype=self.dtype,
-                          device=self.engine_device or self.device, seqlens=self.seqlens)
+                          device=self.engine_device or self.device, seqlens=self.seqlens,
+                          torch_compile=self.torch_compile)
 
     def public(self) -> dict:
         """What the heartbeat shows (`producer workers`, the producer's hints and checks)."""
         return {"device": self.device, "model": self.model, "model_identity": self.model_identity, "task": self.task,
-                "dtype": self.dtype, "backend": self.backend, "queue": self.queue}
+                "dtype": self.dtype, "backend": self.backend, "queue": self.queue, "torch_compile": self.torch_compile}
 
     def to_env(self) -> None:
         os.environ[ENV] = self.model_dump_json()

@@ -142,6 +142,8 @@ def test_progress_moves_within_a_shard_and_the_workers_table_fits_80_columns(loc
     beat = wait_for(lambda: (b := cluster.heartbeat(local_cluster.redis.client(), worker.name))
                     and b.get("current_rows") == 100 and b, 30, "the in-shard rows in the heartbeat")
     assert beat["current_shard"] == shard and not OutputStore(tmp_path / "out").list_commits()
+    # and its memory (resident and high-water mark, the loaded model included) and shards run so far
+    assert 100 < beat["rss_mib"] <= beat["peak_rss_mib"] and beat["shards_done"] == 0
     table = local_cluster.producer("workers")
     assert f"{shard} +100" in table.stdout, table.stdout
     assert max(len(line) for line in table.stdout.splitlines()) <= 80

@@ -32,6 +32,8 @@ def bench(
     out: Path = typer.Option(Path("bench-results/perf.json"), help="JSON report; PNGs go next to it", metavar="PATH"),
     plots: bool | None = typer.Option(None, "--plots/--no-plots", help="draw PNG plots (default: when sweeping)", metavar=""),
     seed: int = typer.Option(0, help="seed of the random token ids", metavar="N"),
+    torch_compile: str = typer.Option("off", help="off | inductor | cudagraphs (CUDA): as workers start "
+                                      "--torch-compile; the warm-up requests compile", metavar="TEXT"),
 ):
     """Measure throughput (sequences/s, tokens/s) and latency percentiles of an engine on fixed-shape
     requests, in maximum-throughput and minimum-latency modes, over instances spread across devices."""
@@ -46,7 +48,7 @@ def bench(
             batch_sizes=opts.parse_ints(sweep_batch, "--sweep-batch") if sweep_batch else (batch_size,),
             seqlens=opts.parse_ints(sweep_seqlen, "--sweep-seqlen") if sweep_seqlen else (seqlen,),
             modes=opts.parse_modes(mode), warmup=warmup, iterations=iterations, queue_depth=queue_depth,
-            percentiles=opts.parse_percentiles(percentiles), seed=seed)
+            percentiles=opts.parse_percentiles(percentiles), seed=seed, torch_compile=torch_compile)
     except Qwen3BatchError as exc:
         raise typer.BadParameter(str(exc)) from exc
     try:

@@ -3,6 +3,7 @@
 import itertools
 from dataclasses import asdict, dataclass
 
+from common.options import check_torch_compile
 from workers.bench.errors import BenchError
 from workers.device import parse_device
 
@@ -31,6 +32,7 @@ class BenchOptions:
     queue_depth: int = 0           # throughput mode: requests in flight; 0 = IN_FLIGHT_PER_INSTANCE each
     percentiles: tuple[float, ...] = DEFAULT_PERCENTILES
     seed: int = 0
+    torch_compile: str = "off"     # torch backend: off | inductor | cudagraphs (workers start --torch-compile)
 
     def __post_init__(self):
         if self.task not in ("embed", "rerank"):
@@ -47,6 +49,8 @@ class BenchOptions:
             raise BenchError(f"--mode must be throughput, latency or both, got {list(self.modes)}")
         if self.instances_per_device < 1 or self.iterations < 1 or self.warmup < 0 or self.queue_depth < 0:
             raise BenchError("--instances and --iterations must be >= 1, --warmup and --queue-depth >= 0")
+        for device in self.devices:
+            check_torch_compile(self.torch_compile, self.backend, device)
 
     @property
     def n_instances(self) -> int:

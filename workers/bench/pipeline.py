@@ -34,6 +34,10 @@ scale, and whether memory stays flat as the corpus grows. One run, one corpus, o
     a shard still grows by only a few percent. 32 shards (8,192 rows) give every worker the same 4
     at 8 workers, and the 1-worker run takes about 70s. Every worker count gets a warm-up job
     first (see warm_up_workers).
+(d) one worker's memory as it runs a job of 200 small shards, per backend and dtype (torch fp32 and
+    bf16 by default): resident memory and its high-water mark from the worker's heartbeat after each
+    shard (workers/memory.py; and the CUDA peak allocation on a GPU). Goal: nothing grows with the
+    number of shards run (the end within 5% of the first tenth).
 (c) peak memory while submitting (planning + enqueueing, no workers) a 100,000-row and a
     1,000,000-row corpus: the producer process's RSS high-water mark (wait4's ru_maxrss, VmHWM
     polled for the live display) and the private redis-server's used_memory_peak.
@@ -482,6 +486,60 @@ def phase_b(args, work: Path, url: str) -> dict:
             "forward_batches": batches, "device_s": device_s, "runs": runs}
 
 
+# --- (d) one worker's memory over many shards -------------------------------------------------------
+def phase_d(args, work: Path, url: str) -> dict:
+    """Per backend and dtype, one real worker runs a job of --worker-memory-shards shards; its
+    heartbeat (workers/memory.py) gives its resident memory and high-water mark after each shard.
+    "Nothing grows": the resident memory after the last shard vs after the first tenth of them."""
+    from common import heartbeats
+
+    n_shards, shard_rows = args.worker_memory_shards, args.worker_memory_shard_rows
+    corpus = write_corpus(work / "corpus-d.jsonl", n_shards * shard_rows)
+    client, runs = redis_client(url), []
+    for backend_dtype in args.worker_memory_engines:
+        backend, dtype = backend_dtype.split(":")
+        label = f"{backend}-{dtype}"
+        say(f"(d) {label}: one worker, {n_shards} shards of {shard_rows} rows")
+        workers, _ = start_ready_workers(url, args.model, [f"bench-mem-{label}"], work / "logs", backend, dtype)
+        samples: dict[int, dict] = {}
+        try:
+            warm_up_workers(url, args.model, workers, backend, dtype, work, f"mem-{label}")
+            base_done = None
+            proc = subprocess.Popen([sys.executable, *submit_args(corpus, args.model, work / f"out-mem-{label}",
+                                                                  f"bench-mem-{label}", backend, dtype, shard_rows,
+                                                                  "--wait")],
+                                    env=cluster.base_env(url), cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.STDOUT)
+            while proc.poll() is None:
+                for beat in heartbeats.live_workers(client):
+                    if beat["name"] == workers[0].name and "rss_mib" in beat:
+                        base_done = beat["shards_done"] if base_done is None else base_done
+                        samples[beat["shards_done"] - base_done] = beat
+                time.sleep(0.05)
+            time.sleep(0.5)  # the last shard's end beat
+            for beat in heartbeats.live_workers(client):
+                if beat["name"] == workers[0].name and base_done is not None:
+                    samples[beat["shards_done"] - base_done] = beat
+        finally:
+            stop_workers(workers)
+        if proc.returncode != 0:
+            raise RuntimeError(f"the (d) {label} job failed (exit {proc.returncode})")
+        done = sorted(k for k in samples if k > 0)
+        early = [samples[k]["rss_mib"] for k in done if k <= max(1, n_shards // 10)]
+        late = samples[done[-1]]
+        record = {"backend": backend, "dtype": dtype, "shards": done[-1], "samples": len(done),
+                  "rss_mib_by_shard": {str(k): samples[k]["rss_mib"] for k in done},
+                  "rss_mib_first_tenth": max(early), "rss_mib_at_end": late["rss_mib"],
+                  "peak_rss_mib": late["peak_rss_mib"], "device_peak_mib": late.get("device_peak_mib"),
+                  "growth": late["rss_mib"] / max(early)}
+        runs.append(record)
+        say(f"  {label}: resident {record['rss_mib_first_tenth']:.0f} MiB after the first tenth, "
+            f"{record['rss_mib_at_end']:.0f} MiB after shard {record['shards']} ({record['growth']:.3f}x); "
+            f"peak {record['peak_rss_mib']:.0f} MiB")
+    return {"shards": n_shards, "shard_rows": shard_rows, "model": str(args.model), "runs": runs,
+            "goal": "no growth: resident memory at the end within 5% of the first tenth's", "flat_goal": 1.05}
+
+
 # --- (c) memory while submitting ----------------------------------------------------------------------
 def phase_c(args, work: Path) -> dict:
     results = []
@@ -594,6 +652,17 @@ def table(results: dict) -> str:
                          f"{verdict(top['efficiency_steady'] >= SCALING_GOAL)} (end to end "
                          f"{top['efficiency_end_to_end']:.0%})")
         lines.append("")
+    d = results.get("d")
+    if d:
+        lines += [f"(d) one worker's memory over {d['shards']} shards of {d['shard_rows']} rows (its heartbeat after each "
+                  "shard)", f"    {'engine':>12}{'RSS MiB, first tenth':>22}{'RSS MiB, end':>14}{'growth':>8}"
+                  f"{'peak RSS MiB':>14}{'device peak MiB':>17}"]
+        for r in d["runs"]:
+            dev = r["device_peak_mib"]
+            lines.append(f"    {r['backend'] + ' ' + r['dtype']:>12}{r['rss_mib_first_tenth']:>22.0f}{r['rss_mib_at_end']:>14.0f}"
+                         f"{r['growth']:>8.3f}{r['peak_rss_mib']:>14.0f}{'-' if dev is None else f'{dev:.0f}':>17}")
+        worst = max(r["growth"] for r in d["runs"])
+        lines += [f"    goal {d['goal']}: worst {worst:.3f}x {verdict(worst <= d['flat_goal'])}", ""]
     c = results.get("c")
     if c:
         lines += [f"(c) memory while submitting (planning + enqueueing, no workers), shards of {c['shard_rows']:,} rows",
@@ -636,7 +705,7 @@ def main(argv: list[str] | None = None) -> None:
                                  description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="embedding model folder (default: tiny)")
     ap.add_argument("--dtype", default="fp32")
-    ap.add_argument("--phases", default="a,b,c", help="which of a, b, c to run")
+    ap.add_argument("--phases", default="a,b,c,d", help="which of a, b, c, d to run")
     ap.add_argument("--rows", type=int, default=0, help="(a) corpus rows; 0: sized by --target-s")
     ap.add_argument("--target-s", type=float, default=60, help="(a) seconds per mode the corpus is sized for")
     ap.add_argument("--min-rows", type=int, default=20_000, help="(a) smallest corpus when sized by time")
@@ -648,6 +717,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--sim-batch-s", type=float, default=2.0, help="(b) simulated device seconds per batch")
     ap.add_argument("--memory-rows", type=int_list("--memory-rows"), default=[100_000, 1_000_000], help="(c) corpus sizes")
     ap.add_argument("--memory-shard-rows", type=int, default=10_000, help="(c) rows per shard (the default)")
+    ap.add_argument("--worker-memory-shards", type=int, default=200, help="(d) shards one worker runs")
+    ap.add_argument("--worker-memory-shard-rows", type=int, default=20, help="(d) rows per shard")
+    ap.add_argument("--worker-memory-engines", type=lambda s: [x.strip() for x in s.split(",") if x.strip()],
+                    default=["torch:fp32", "torch:bf16"], help="(d) backend:dtype pairs, one worker each")
     ap.add_argument("--out", type=Path, default=Path("bench-results/pipeline-cpu.json"))
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder (corpora, outputs, logs)")
     args = ap.parse_args(argv)
@@ -665,7 +738,7 @@ def main(argv: list[str] | None = None) -> None:
     server = None
     ok = False
     try:
-        if phases & {"a", "b"}:
+        if phases & {"a", "b", "d"}:
             server = cluster.RedisServer(work / "redis").start()
             say(f"private redis-server on port {server.port}")
         if "a" in phases:
@@ -674,6 +747,8 @@ def main(argv: list[str] | None = None) -> None:
             results["b"] = phase_b(args, work, server.url)
         if "c" in phases:
             results["c"] = phase_c(args, work)
+        if "d" in phases:
+            results["d"] = phase_d(args, work, server.url)
         ok = True
     finally:
         if server:

@@ -15,7 +15,7 @@ def engine_fields(options: BenchOptions) -> dict:
     """The EngineSpec of every instance (device added per instance): fixed shapes, one bucket per
     swept length, so a compiled backend finds each shape it must have been built for."""
     return {"model": options.model, "task": options.task, "backend": options.backend, "dtype": options.dtype,
-            "seqlens": tuple(options.seqlens), "pad_to_bucket": True}
+            "seqlens": tuple(options.seqlens), "pad_to_bucket": True, "torch_compile": options.torch_compile}
 
 
 def run_bench(options: BenchOptions, console) -> dict:

@@ -36,6 +36,7 @@ class EngineSpec:
     padding_side: str = defaults.DEFAULT_PADDING_SIDE
     pad_to_bucket: bool = False  # True: every batch has exactly a bucket's length (fixed shapes)
     chars_per_token_cap: int = defaults.CHARS_PER_TOKEN_CAP
+    torch_compile: str = defaults.DEFAULT_TORCH_COMPILE  # torch backend: see torch_engine.compile_model
 
     def __post_init__(self):
         options.check_task(self.task)
@@ -43,6 +44,7 @@ class EngineSpec:
         if self.padding_side not in ("left", "right"):
             raise ConfigError(f"padding_side must be 'left' or 'right', got {self.padding_side!r}")
         object.__setattr__(self, "seqlens", options.validate_seqlens(self.seqlens))
+        options.check_torch_compile(self.torch_compile, self.backend, self.device)
 
     @property
     def max_tokens(self) -> int:

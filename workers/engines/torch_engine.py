@@ -48,6 +48,7 @@ class TorchEngine(Engine):
         if self.half_matmul_via_fp32:
             widen_linear_layers(self.net)
         self.info = ModelInfo(net.config.hidden_size, random_weights, spec.model)
+        self.run_net = compile_model(self.net, self.device, spec.torch_compile)
         if random_weights:
             log.warning("%s holds RANDOM WEIGHTS: outputs are meaningless, only cost and agreement are", spec.model)
 
@@ -88,12 +89,46 @@ class TorchEngine(Engine):
             if padding_side == "right":
                 # Under causal attention a real token never sees the padding after it, so right
                 # padding needs no padding mask at all and SDPA runs its plain causal kernel.
-                hidden = self.net(input_ids=ids, use_cache=False).last_hidden_state
+                hidden = self.run_net(input_ids=ids, use_cache=False).last_hidden_state
                 return hidden[torch.arange(len(lengths), device=self.device), lengths - 1]
             mask, positions = left_padding_inputs(lengths, ids.shape[1], self.dtype)
-            hidden = self.net(input_ids=ids, attention_mask=mask, position_ids=positions,
-                              use_cache=False).last_hidden_state
+            hidden = self.run_net(input_ids=ids, attention_mask=mask, position_ids=positions,
+                                  use_cache=False).last_hidden_state
             return hidden[:, -1]
+
+
+def compile_model(net, device, mode: str):
+    """The module a forward pass calls: `net` itself (mode off), or torch.compile'd by inductor.
+
+    Inductor fuses what eager runs as separate kernels (RMSNorm, RoPE, SiLU x up, the residual adds,
+    dtype conversions); the GEMMs stay oneDNN's (CPU) or cuBLAS's. On a CPU the weights are frozen
+    into the graph (inductor's `freezing`: prepacked oneDNN weights) and the shapes are dynamic, so
+    the passes of every length share one graph instead of recompiling per shape. On CUDA the
+    shapes start static (a worker's passes have few distinct shapes) and `cudagraphs` also replays
+    each shape's kernels as one CUDA graph. The first pass of each new graph compiles (a minute or
+    more on a small CPU); compiled kernels are cached on disk (TORCHINDUCTOR_CACHE_DIR, default
+    DEFAULT_INDUCTOR_CACHE), so a restarted worker reuses them."""
+    if mode == "off":
+        return net
+    import torch
+    import torch._inductor.config as inductor_config
+
+    from common import defaults
+
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.expanduser(defaults.DEFAULT_INDUCTOR_CACHE))
+    if device.type == "cpu":
+        inductor_config.freezing = True
+        return torch.compile(net, dynamic=True)
+    if mode == "inductor":
+        return torch.compile(net)
+    graphs = torch.compile(net, mode="reduce-overhead")
+
+    def run_graphs(**inputs):
+        # A new step each pass: the replayed graph's output buffers are reused by the next replay,
+        # and every caller copies its rows out (.float().cpu()) before the next pass.
+        torch.compiler.cudagraph_mark_step_begin()
+        return graphs(**inputs)
+    return run_graphs
 
 
 # Padded tokens per forward pass on a CPU. The planned batch (spec.batch_tokens, 16384 by default)
