@@ -82,6 +82,8 @@ ENGINE_ROWS = {
     "peak_fraction_full_512_batches": "engine GFLOP/s on full 512 batches vs the measured matmul peak",
     "onnx_fp32_vs_st": "embed: ONNX Runtime fp32 artifacts vs sentence-transformers",
     "onnx_int8_vs_st": "embed: ONNX Runtime int8 artifacts vs sentence-transformers",
+    "embed_compiled_vs_eager": "embed: our engine torch.compile'd vs the same engine eager",
+    "rerank_compiled_vs_eager": "rerank: our reranker torch.compile'd vs the same reranker eager",
 }
 
 
@@ -106,6 +108,13 @@ def engine(path: Path, d: dict) -> str:
     onnx = d.get("onnx") or {}
     if onnx.get("int8_vs_fp32_artifact"):
         agreement.append(f"ONNX int8 vs the fp32 artifact worst cosine {onnx['int8_vs_fp32_artifact']['worst_cosine']:.5f}")
+    for part, key in (("embed", "worst_cosine_to_eager"), ("rerank", "max_abs_p_yes_diff_to_eager")):
+        c = d[part].get("compiled")
+        if c:
+            agreement.append(f"{part} compiled ({c['mode']}) vs eager {key.replace('_', ' ')} {c[key]:.5f}, first pass "
+                             f"(compiling) {c['first_pass_s']:.0f} s")
+    compiled = f" Our engines run torch.compile'd ({cfg['torch_compile']})." if cfg.get("torch_compile", "off") != "off" \
+        else ""
     features = ", ".join(k for k in ("avx512_bf16", "amx_tile") if env.get(k)) or "no bf16 units"
     return f"""
 ## Engine: our engines side by side with the baselines
@@ -114,11 +123,48 @@ def engine(path: Path, d: dict) -> str:
 
 {d.get('label', '')}: the Qwen3-0.6B shape, {cfg['dtype']}, {cfg['n_texts']} texts of a realistic mix, on
 {env['cpu']} ({env['threads']} threads; {features}), torch {env['torch']}. tok/s are real (unpadded)
-tokens per wall second, tokenisation included.
+tokens per wall second, tokenisation included.{compiled}
 
 {table(["comparison", "ours", "baseline", "ratio", "goal"], rows)}
 
 Agreement in the same run: {"; ".join(agreement)}.
+"""
+
+
+# --- int8 on the CPU ------------------------------------------------------------------------------------
+def int8(path: Path, d: dict) -> str:
+    names = [n for n in ("bf16_eager", "bf16_inductor", "int8_dynamic", "int8_pt2e") if n in d["results"]]
+    rows = []
+    for n in names:
+        r = d["results"][n]
+        if "error" in r:
+            rows.append([n, *["failed"] * len(d["shapes"]), "-", r["error"][:120]])
+            continue
+        runs = r["runs"]
+        rows.append([n, *[f"{runs[s]['tokens_per_s']:,.0f}" for s in d["shapes"]],
+                     f"{min(runs[s]['worst_cosine_to_fp32'] for s in d['shapes']):.5f}",
+                     ", ".join(f"{runs[s]['first_pass_s']:.0f} s" for s in d["shapes"])])
+    ratios = "; ".join(f"{k.replace('_vs_', ' vs ')}: " + ", ".join(f"{s} {v:.2f}x" for s, v in by.items())
+                       for k, by in d["ratios"].items())
+    profile = []
+    for n in ("int8_dynamic", "int8_pt2e"):
+        ops = d["results"].get(n, {}).get("top_ops")
+        if ops:
+            profile.append(f"- {n}: " + ", ".join(f"`{o['op'][:60]}` {pct(o['share'])}" for o in ops[:5]))
+    return f"""
+## int8 on the CPU: torchao dynamic int8 and PT2E vs bf16
+
+{origin(path, d, "python scripts/bench_int8.py")}
+
+{d['label']}: the {d['shape']} shape, torch {d['torch']}, torchao {d['torchao']}, {d['threads']} threads; every row
+of a pass is full; tok/s per forward shape (rows x tokens). Goal: {d['goal']}.
+
+{table(["path", *[f"{s} tok/s" for s in d["shapes"]], "worst cosine to fp32", "first pass (compiles)"], rows)}
+
+Ratios: {ratios}.
+
+Where an int8 pass spends its time (torch.profiler, self CPU time, first shape):
+{chr(10).join(profile)}
 """
 
 
@@ -260,7 +306,7 @@ The bucket runs at **{pct(d['ratio'])}** of the disk's throughput (goal >= {pct(
 """
 
 
-SECTIONS = [("engine-*.json", engine), ("pipeline-*.json", pipeline), ("perf-*.json", bench),
+SECTIONS = [("engine-*.json", engine), ("int8-*.json", int8), ("pipeline-*.json", pipeline), ("perf-*.json", bench),
             ("stores-*.json", stores), ("chaos*.json", chaos), ("eval-*.json", evaluation)]
 
 if __name__ == "__main__":

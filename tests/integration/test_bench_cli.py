@@ -114,3 +114,15 @@ def test_the_gpu_script_dry_run_prints_the_bf16_sweeps_and_the_engine_benchmark(
     assert all("--dtype bf16" in c and "--devices cuda:0" in c for c in sweeps)
     assert any(c.endswith("-m workers.bench.engine --device cuda:0 --dtype bf16 "
                           "--out bench-results/engine-cuda.json") for c in commands)
+
+
+def test_the_gpu_script_says_what_it_will_run_and_compares_compiled_graphs_with_eager():
+    done = subprocess.run(["bash", "scripts/gpu-bench.sh", "--dry-run"], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "PYTHON": sys.executable})
+    assert done.returncode == 0, done.stderr
+    [plan] = [line for line in done.stdout.splitlines() if line.startswith("gpu-bench: will run")]
+    assert "torch.compile" in plan
+    commands = [line for line in done.stdout.splitlines() if line.startswith("+ ")]
+    for mode in ("inductor", "cudagraphs"):
+        [compiled] = [c for c in commands if f"--torch-compile {mode}" in c]
+        assert "--sweep-seqlen 512" in compiled and "--devices cuda:0" in compiled
