@@ -21,10 +21,10 @@ import functools
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.dataset as pads
 import redis
 
 from common import defaults, heartbeats, options
@@ -41,6 +41,9 @@ from producer import submit as broker
 from producer.events import ShardEvents
 from producer.plan import plan_job
 from producer.progress import Reporter, Snapshot, reporter_for, summary_line
+
+if TYPE_CHECKING:  # pyarrow.dataset (and the pandas it imports) costs every producer command 0.3 s
+    import pyarrow.dataset as pads
 
 STATUSES = ("queued", "running", "completed", "completed_with_failures", "cancelled")
 
@@ -136,7 +139,7 @@ class Job:
             shards_pending=len(state.pending), quarantined={k: v.reason for k, v in state.quarantined.items()},
             changed_inputs=changed_inputs(self.plan.inputs), refusals=refusals)
 
-    def dataset(self) -> pads.Dataset:
+    def dataset(self) -> "pads.Dataset":
         """OUT/data as a pyarrow Dataset (lazy: filter and project before reading); from a bucket too."""
         return fs.arrow_dataset(self.store.location("data"))
 

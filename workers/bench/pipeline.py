@@ -34,7 +34,7 @@ scale, and whether memory stays flat as the corpus grows. One run, one corpus, o
     a shard still grows by only a few percent. 32 shards (8,192 rows) give every worker the same 4
     at 8 workers, and the 1-worker run takes about 70s. Every worker count gets a warm-up job
     first (see warm_up_workers).
-(d) one worker's memory as it runs a job of 200 small shards, per backend and dtype (torch fp32 and
+(d) one worker's memory as it runs a job of 200 small shards (the tiny model unless --worker-memory-model), per backend and dtype (torch fp32 and
     bf16 by default): resident memory and its high-water mark from the worker's heartbeat after each
     shard (workers/memory.py; and the CUDA peak allocation on a GPU). Goal: nothing grows with the
     number of shards run (the end within 5% of the first tenth).
@@ -494,18 +494,19 @@ def phase_d(args, work: Path, url: str) -> dict:
     from common import heartbeats
 
     n_shards, shard_rows = args.worker_memory_shards, args.worker_memory_shard_rows
+    model = args.worker_memory_model.resolve()
     corpus = write_corpus(work / "corpus-d.jsonl", n_shards * shard_rows)
     client, runs = redis_client(url), []
     for backend_dtype in args.worker_memory_engines:
         backend, dtype = backend_dtype.split(":")
         label = f"{backend}-{dtype}"
         say(f"(d) {label}: one worker, {n_shards} shards of {shard_rows} rows")
-        workers, _ = start_ready_workers(url, args.model, [f"bench-mem-{label}"], work / "logs", backend, dtype)
+        workers, _ = start_ready_workers(url, model, [f"bench-mem-{label}"], work / "logs", backend, dtype)
         samples: dict[int, dict] = {}
         try:
-            warm_up_workers(url, args.model, workers, backend, dtype, work, f"mem-{label}")
+            warm_up_workers(url, model, workers, backend, dtype, work, f"mem-{label}")
             base_done = None
-            proc = subprocess.Popen([sys.executable, *submit_args(corpus, args.model, work / f"out-mem-{label}",
+            proc = subprocess.Popen([sys.executable, *submit_args(corpus, model, work / f"out-mem-{label}",
                                                                   f"bench-mem-{label}", backend, dtype, shard_rows,
                                                                   "--wait")],
                                     env=cluster.base_env(url), cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
@@ -536,7 +537,7 @@ def phase_d(args, work: Path, url: str) -> dict:
         say(f"  {label}: resident {record['rss_mib_first_tenth']:.0f} MiB after the first tenth, "
             f"{record['rss_mib_at_end']:.0f} MiB after shard {record['shards']} ({record['growth']:.3f}x); "
             f"peak {record['peak_rss_mib']:.0f} MiB")
-    return {"shards": n_shards, "shard_rows": shard_rows, "model": str(args.model), "runs": runs,
+    return {"shards": n_shards, "shard_rows": shard_rows, "model": str(model), "runs": runs,
             "goal": "no growth: resident memory at the end within 5% of the first tenth's", "flat_goal": 1.05}
 
 
@@ -719,6 +720,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--memory-shard-rows", type=int, default=10_000, help="(c) rows per shard (the default)")
     ap.add_argument("--worker-memory-shards", type=int, default=200, help="(d) shards one worker runs")
     ap.add_argument("--worker-memory-shard-rows", type=int, default=20, help="(d) rows per shard")
+    ap.add_argument("--worker-memory-model", type=Path, default=DEFAULT_MODEL,
+                    help="(d) the model (default: tiny; growth is the pipeline's, and 200 shards of the 0.6B "
+                         "shape take a quarter of an hour on 2 cores)")
     ap.add_argument("--worker-memory-engines", type=lambda s: [x.strip() for x in s.split(",") if x.strip()],
                     default=["torch:fp32", "torch:bf16"], help="(d) backend:dtype pairs, one worker each")
     ap.add_argument("--out", type=Path, default=Path("bench-results/pipeline-cpu.json"))
@@ -727,10 +731,11 @@ def main(argv: list[str] | None = None) -> None:
     started = provenance("python -m workers.bench.pipeline")
     args.model = args.model.resolve()
     phases = set(args.phases.replace(" ", "").split(","))
-    if not (args.model / "config.json").is_file():
-        say(f"building the tiny model into {args.model.parent}")
-        subprocess.run([sys.executable, "-m", "workers", "build-model", "--task", "embed", "--shape", "tiny",
-                        "--out", str(args.model.parent)], check=True, cwd=REPO_ROOT)
+    for model in {args.model, args.worker_memory_model.resolve()}:
+        if not (model / "config.json").is_file():
+            say(f"building the tiny model into {model.parent}")
+            subprocess.run([sys.executable, "-m", "workers", "build-model", "--task", "embed", "--shape", "tiny",
+                            "--out", str(model.parent)], check=True, cwd=REPO_ROOT)
     work = Path(tempfile.mkdtemp(prefix="q3b-pipeline-bench-"))
     say(f"pipeline benchmark: phases {sorted(phases)}, {os.cpu_count()} CPUs, load {load_text()}; work folder {work}")
     results = {"started_at": time.time(), "cpus": os.cpu_count(), "load_at_start": os.getloadavg(),
