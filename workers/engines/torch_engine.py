@@ -110,12 +110,13 @@ def compile_model(net, device, mode: str):
     DEFAULT_INDUCTOR_CACHE), so a restarted worker reuses them."""
     if mode == "off":
         return net
+    from common import defaults
+
+    # Before torch._inductor is imported: importing it fixes the variable to torch's own default.
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.expanduser(defaults.DEFAULT_INDUCTOR_CACHE))
     import torch
     import torch._inductor.config as inductor_config
 
-    from common import defaults
-
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.expanduser(defaults.DEFAULT_INDUCTOR_CACHE))
     if device.type == "cpu":
         inductor_config.freezing = True
         return torch.compile(net, dynamic=True)
