@@ -168,6 +168,25 @@ Where an int8 pass spends its time (torch.profiler, self CPU time, first shape):
 """
 
 
+# --- the shard pipeline vs the bare engine, one process -----------------------------------------------
+def shard_overhead(path: Path, d: dict) -> str:
+    rows = [[str(i + 1), f"{r['engine_s']:.1f}", f"{r['job_s']:.1f}", pct(r["ratio"])] for i, r in enumerate(d["rounds"])]
+    met = "met" if d["ratio"] >= d["goal"] else "**missed**"
+    return f"""
+## The shard pipeline vs the bare engine, in one process
+
+{origin(path, d, "python scripts/bench_shard_overhead.py")}
+
+{d['label']}: the {d['shape']} shape, {d['dtype']}, {d['rows']} rows: `engine.embed` over texts in memory vs a
+one-shard `--local` job over the same rows (read, tokenise, the engine, write and hash, commit), one
+loaded engine, alternating.
+
+{table(["round", "engine s", "job s", "job vs engine"], rows)}
+
+Median: the pipeline runs at **{pct(d['ratio'])}** of the bare engine (goal >= {pct(d['goal'])}: {met}).
+"""
+
+
 # --- the pipeline benchmark ---------------------------------------------------------------------------
 def pipeline(path: Path, d: dict) -> str:
     out = [f"\n## Pipeline: in-process, `--local` and queued; scaling; memory\n\n{origin(path, d, 'python -m workers.bench.pipeline')}\n"]
@@ -306,7 +325,8 @@ The bucket runs at **{pct(d['ratio'])}** of the disk's throughput (goal >= {pct(
 """
 
 
-SECTIONS = [("engine-*.json", engine), ("int8-*.json", int8), ("pipeline-*.json", pipeline), ("perf-*.json", bench),
+SECTIONS = [("engine-*.json", engine), ("int8-*.json", int8), ("pipeline-*.json", pipeline),
+            ("shard-overhead-*.json", shard_overhead), ("perf-*.json", bench),
             ("stores-*.json", stores), ("chaos*.json", chaos), ("eval-*.json", evaluation)]
 
 if __name__ == "__main__":
