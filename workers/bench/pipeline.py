@@ -4,7 +4,7 @@ scale, and whether memory stays flat as the corpus grows. One run, one corpus, o
     python -m workers.bench.pipeline            # ~8-11 minutes on a 2-core machine
     python -m workers.bench.pipeline --phases b --workers 1,2  # a quick look at one phase
 
-(a) throughput on the torch engine (tiny random-weight model, real STS12 sentences). The corpus
+(a) throughput on the torch engine (--model, the tiny random-weight model by default; real sentences). The corpus
     is sized by the first in-process run: it embeds until --target-s (60s) have passed, at least
     --min-rows, and the other modes get exactly the rows it did (--rows N fixes the size instead),
     so fixed costs stay small whether the machine is idle or busy.
@@ -608,7 +608,7 @@ def table(results: dict) -> str:
             return f"    {label:<36}{seconds:>9.1f}{rate:>10,.0f}{rate / ref:>14.0%}{cpu}" + (f"{load:>7.1f}" if load else "")
 
         before, after, local, queued = a["inprocess_before"], a["inprocess_after"], a["local"], a["queued"]
-        lines += [f"(a) throughput, torch engine, {a['rows']:,} STS12 rows, tiny random-weight model, {a['dtype']}, "
+        lines += [f"(a) throughput, torch engine, {a['rows']:,} STS12 rows, model {Path(a['model']).name} (random weights), {a['dtype']}, "
                   f"shards of {a['shard_rows']:,}",
                   f"    {'mode':<36}{'seconds':>9}{'rows/s':>10}{'vs in-proc.':>14}{'rows/CPU-s':>12}{'vs in-proc.':>12}"
                   f"{'load1':>7}",
