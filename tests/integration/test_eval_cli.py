@@ -76,13 +76,14 @@ def test_eval_sts_command_saves_the_figures_with_their_settings(sts_slice, tiny_
 def test_eval_sts_command_stops_at_a_bad_line_with_its_number_and_writes_nothing(tmp_path):
     from workers.cli import app
 
-    data = tmp_path / "bad.jsonl"
+    data = tmp_path / ("a-folder-name-long-enough-that-the-message-runs-past-eighty-columns" * 2) / "bad.jsonl"
+    data.parent.mkdir()
     data.write_text('{"sentence1": "a", "sentence2": "b", "score": 1}\n\n{"sentence1": "a", "sentence2": "b", '
                     '"score": "high"}\n', encoding="utf-8")
     result = CliRunner().invoke(app, ["eval", "sts", str(data), "--model", "/no/model/needed/yet",
                                       "--out", str(tmp_path / "r.json")])
     assert result.exit_code == 2
-    assert f"{data} line 3: non-numeric score 'high'" in " ".join(result.output.split())
+    assert f"{data} line 3: non-numeric score 'high'" in result.output  # on one line, the path whole
     assert "Traceback" not in result.output and not (tmp_path / "r.json").exists()
 
 

@@ -32,7 +32,8 @@ def reporting_errors():
     try:
         yield
     except Qwen3BatchError as exc:
-        Console(stderr=True).print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+        # soft_wrap: a long path is never cut across lines (rich wraps at 80 columns without a terminal)
+        Console(stderr=True).print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from exc
 
 
