@@ -10,12 +10,17 @@ For each forward shape (rows x tokens, every row full), on the same token ids:
   int8 dynamic        torchao: int8 weights per channel, activations quantised per token at run
                       time (Int8DynamicActivationInt8WeightConfig), compiled by inductor with frozen
                       weights (static shapes): the path the ecosystem uses for int8 linear layers
-                      on x86 (AVX512-VNNI / AMX-INT8)
-  int8 PT2E           torch.export + torchao's X86InductorQuantizer (dynamic, per channel) +
+                      on x86 (AVX512-VNNI / AMX-INT8); fp32 between the linear layers
+  int8 dynamic bf16   the same over the bf16 model (bf16 between the linear layers)
+  int8 PT2E dynamic   torch.export + torchao's X86InductorQuantizer (dynamic, per channel) +
                       inductor; recorded as an error if the export of the model fails
+  int8 PT2E static    the same with static activation scales, calibrated on 4 batches of the shape
 Reported: tokens/s, each int8 path's ratio to bf16 eager and to bf16 inductor, the worst cosine of
-the last-token hidden state to the fp32 eager engine, the first pass (compile) time, and for the
-int8 paths the top operators of a torch.profiler pass (where the time goes).
+the last-token hidden state to the fp32 eager engine, the first pass (compile) time, and for every
+path the top operators of a torch.profiler pass and the share of the time in matrix multiplies.
+From the profiles, the bound: bf16 inductor with its matrix multiplies as fast as the fastest int8
+path's and everything else unchanged. A bound under 1.5x proves that no int8 GEMM reaches the
+goal on this machine while the rest of the model stays as fast as inductor's bf16.
 """
 
 import argparse
@@ -59,7 +64,13 @@ def time_passes(fn, ids, reps: int) -> dict:
             "last_hidden": torch.nn.functional.normalize(out.float(), dim=-1)}
 
 
-def top_ops(fn, ids, n: int = 8) -> list[dict]:
+# matrix multiplies as the profiler names them: eager, inductor (oneDNN), torchao and PT2E int8
+GEMM_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::linear", "aten::_int_mm", "mkldnn::_linear_pointwise",
+            "onednn::qlinear_pointwise", "aten::_weight_int8pack_mm")
+
+
+def profile_ops(fn, ids, n: int = 8) -> dict:
+    """The top operators of one profiled pass and the share of its time in the linear layers' GEMMs."""
     import torch
     from torch.profiler import ProfilerActivity, profile
 
@@ -67,8 +78,27 @@ def top_ops(fn, ids, n: int = 8) -> list[dict]:
         fn(input_ids=ids, use_cache=False)
     events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
     total = sum(e.self_cpu_time_total for e in events) or 1
-    return [{"op": e.key, "self_cpu_ms": e.self_cpu_time_total / 1000, "share": e.self_cpu_time_total / total}
-            for e in events[:n]]
+    gemm = sum(e.self_cpu_time_total for e in events if e.key.split(".")[0] in GEMM_OPS)
+    return {"gemm_share": gemm / total,
+            "top_ops": [{"op": e.key, "self_cpu_ms": e.self_cpu_time_total / 1000,
+                         "share": e.self_cpu_time_total / total} for e in events[:n]]}
+
+
+def int8_bound(results: dict, shape: str) -> dict | None:
+    """bf16 inductor's pass with its GEMM time replaced by the fastest int8 path's GEMM time."""
+    base = results.get("bf16_inductor", {})
+    if "gemm_share" not in base or shape not in base.get("runs", {}):
+        return None
+    bf16_s = base["runs"][shape]["pass_s"]
+    int8 = {name: r["runs"][shape]["pass_s"] * r["gemm_share"] for name, r in results.items()
+            if name.startswith("int8") and "gemm_share" in r and shape in r.get("runs", {})}
+    if not int8:
+        return None
+    fastest = min(int8, key=int8.get)
+    rest_s = bf16_s * (1 - base["gemm_share"])
+    return {"bf16_gemm_s": bf16_s * base["gemm_share"], "bf16_rest_s": rest_s, "int8_gemm_s": int8[fastest],
+            "int8_gemm_path": fastest, "gemm_speedup": bf16_s * base["gemm_share"] / int8[fastest],
+            "bound_vs_bf16_inductor": bf16_s / (rest_s + int8[fastest])}
 
 
 def load(model: Path, dtype: str):
@@ -89,8 +119,20 @@ def int8_dynamic(model: Path, shapes):
     return torch.compile(net, dynamic=False)
 
 
-def int8_pt2e(model: Path, shapes):
-    """One exported, quantised and compiled graph per shape (torch.export here is static-shaped)."""
+def int8_dynamic_bf16(model: Path, shapes):
+    import torch
+    import torch._inductor.config as inductor_config
+    from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
+
+    net = load(model, "bf16")
+    quantize_(net, Int8DynamicActivationInt8WeightConfig())
+    inductor_config.freezing = True
+    return torch.compile(net, dynamic=False)
+
+
+def int8_pt2e(model: Path, shapes, dynamic: bool = True):
+    """One exported, quantised and compiled graph per shape (torch.export here is static-shaped).
+    Static scales are calibrated on the timed batch and three other random batches of its shape."""
     import torch
     import torch._inductor.config as inductor_config
     import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
@@ -117,9 +159,11 @@ def int8_pt2e(model: Path, shapes):
         exported = torch.export.export(LastHidden(net).eval(), (ids,)).module()
         # the default x86 config observes weights per channel; dynamic: activations quantised at run time
         quantizer = xiq.X86InductorQuantizer().set_global(
-            xiq.get_default_x86_inductor_quantization_config(is_dynamic=True))
+            xiq.get_default_x86_inductor_quantization_config(is_dynamic=dynamic))
         prepared = prepare_pt2e(exported, quantizer)
         prepared(ids)
+        for seed in range(1, 1 if dynamic else 4):
+            prepared(torch.randint(100, 10000, ids.shape, generator=torch.Generator().manual_seed(seed)))
         return torch.compile(convert_pt2e(prepared))
 
     def run(input_ids, use_cache=False):
@@ -163,7 +207,9 @@ def main(argv=None) -> None:
     paths = {"bf16_eager": lambda: bf16,
              "bf16_inductor": lambda: compile_model(bf16, torch.device("cpu"), "inductor"),
              "int8_dynamic": lambda: int8_dynamic(model, args.shapes),
-             "int8_pt2e": lambda: int8_pt2e(model, args.shapes)}
+             "int8_dynamic_bf16": lambda: int8_dynamic_bf16(model, args.shapes),
+             "int8_pt2e": lambda: int8_pt2e(model, args.shapes),
+             "int8_pt2e_static": lambda: int8_pt2e(model, args.shapes, dynamic=False)}
     results = {}
     for name, build in paths.items():
         torch._dynamo.reset()
@@ -176,26 +222,30 @@ def main(argv=None) -> None:
                 runs["x".join(map(str, shape))] = r | {"worst_cosine_to_fp32": cos}
                 say(f"{name:>14} {shape[0]:>3} x {shape[1]:<4} {r['tokens_per_s']:8.1f} tok/s  first pass "
                     f"{r['first_pass_s']:6.1f}s  worst cosine to fp32 {cos:.5f}")
-            results[name] = {"runs": runs}
-            if name.startswith("int8"):
-                results[name]["top_ops"] = top_ops(fn, ids[args.shapes[0]])
+            results[name] = {"runs": runs} | profile_ops(fn, ids[args.shapes[0]])
         except Exception as exc:  # an experiment: record why a path did not run, go on with the rest
             results[name] = {"error": f"{type(exc).__name__}: {str(exc)[:1500]}"}
             say(f"{name:>14} failed: {results[name]['error'][:300]}")
     ratios = {}
-    for name in ("int8_dynamic", "int8_pt2e", "bf16_inductor"):
+    for name in [n for n in results if n.startswith("int8")] + ["bf16_inductor"]:
         for base in ("bf16_eager", "bf16_inductor"):
             if name != base and "runs" in results.get(name, {}) and "runs" in results.get(base, {}):
                 ratios[f"{name}_vs_{base}"] = {k: results[name]["runs"][k]["tokens_per_s"] /
                                                results[base]["runs"][k]["tokens_per_s"] for k in results[name]["runs"]}
     for key, by_shape in ratios.items():
         say(f"{key}: " + ", ".join(f"{k} {v:.2f}x" for k, v in by_shape.items()))
-    for name in ("int8_dynamic", "int8_pt2e"):
-        for op in results.get(name, {}).get("top_ops", [])[:5]:
-            say(f"  {name} profile: {op['share']:5.1%} {op['op']}")
+    for name, r in results.items():
+        if "gemm_share" in r:
+            say(f"  {name} profile: {r['gemm_share']:5.1%} in GEMMs; top: " +
+                ", ".join(f"{op['share']:.0%} {op['op'][:40]}" for op in r["top_ops"][:3]))
+    first = "x".join(map(str, args.shapes[0]))
+    bound = int8_bound(results, first)
+    if bound:
+        say(f"bound at {first}: bf16 inductor with {bound['int8_gemm_path']}'s GEMMs ({bound['gemm_speedup']:.2f}x "
+            f"faster than bf16's) would run {bound['bound_vs_bf16_inductor']:.2f}x bf16 inductor")
     out = {"shape": args.shape, "shapes": ["x".join(map(str, s)) for s in args.shapes], "reps": args.reps,
            "torch": torch.__version__, "torchao": torchao.__version__, "threads": torch.get_num_threads(),
-           "results": results, "ratios": ratios, "goal": "int8 >= 1.5x torch bf16, worst cosine to fp32 >= 0.99",
+           "results": results, "ratios": ratios, "int8_bound": bound, "goal": "int8 >= 1.5x torch bf16, worst cosine to fp32 >= 0.99",
            "label": "RANDOM WEIGHTS", "provenance": confirm(origin)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1))

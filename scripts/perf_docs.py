@@ -133,7 +133,7 @@ Agreement in the same run: {"; ".join(agreement)}.
 
 # --- int8 on the CPU ------------------------------------------------------------------------------------
 def int8(path: Path, d: dict) -> str:
-    names = [n for n in ("bf16_eager", "bf16_inductor", "int8_dynamic", "int8_pt2e") if n in d["results"]]
+    names = list(d["results"])
     rows = []
     for n in names:
         r = d["results"][n]
@@ -147,10 +147,17 @@ def int8(path: Path, d: dict) -> str:
     ratios = "; ".join(f"{k.replace('_vs_', ' vs ')}: " + ", ".join(f"{s} {v:.2f}x" for s, v in by.items())
                        for k, by in d["ratios"].items())
     profile = []
-    for n in ("int8_dynamic", "int8_pt2e"):
-        ops = d["results"].get(n, {}).get("top_ops")
-        if ops:
-            profile.append(f"- {n}: " + ", ".join(f"`{o['op'][:60]}` {pct(o['share'])}" for o in ops[:5]))
+    for n in names:
+        r = d["results"][n]
+        if r.get("top_ops"):
+            gemm = f"{pct(r['gemm_share'])} in GEMMs; " if "gemm_share" in r else ""
+            profile.append(f"- {n}: {gemm}" + ", ".join(f"`{o['op'][:60]}` {pct(o['share'])}" for o in r["top_ops"][:5]))
+    b = d.get("int8_bound")
+    bound = "" if not b else (
+        f"\nThe bound, from those profiles: bf16 inductor spends {b['bf16_gemm_s']:.2f} s of a pass in GEMMs and "
+        f"{b['bf16_rest_s']:.2f} s elsewhere; {b['int8_gemm_path']}'s GEMMs take {b['int8_gemm_s']:.2f} s "
+        f"({b['gemm_speedup']:.2f}x faster). With int8 GEMMs and everything else as fast as bf16 inductor's, a pass "
+        f"would run at most **{b['bound_vs_bf16_inductor']:.2f}x** bf16 inductor.\n")
     return f"""
 ## int8 on the CPU: torchao dynamic int8 and PT2E vs bf16
 
@@ -163,9 +170,9 @@ of a pass is full; tok/s per forward shape (rows x tokens). Goal: {d['goal']}.
 
 Ratios: {ratios}.
 
-Where an int8 pass spends its time (torch.profiler, self CPU time, first shape):
+Where a pass spends its time (torch.profiler, self CPU time, first shape):
 {chr(10).join(profile)}
-"""
+{bound}"""
 
 
 # --- the shard pipeline vs the bare engine, one process -----------------------------------------------
