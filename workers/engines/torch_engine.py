@@ -181,11 +181,12 @@ def cpu_passes(lengths: np.ndarray, seqlen: int, budget_tokens: int, fixed_shape
     return passes[::-1]
 
 
-# A CPU pass runs at its longest row's length rounded up to a multiple of this. torch keeps
-# kernels it generates for each sequence length it sees (the bf16 attention on AMX: ~3 MiB per
-# length, in a cache nothing bounds), so exact lengths made a bf16 worker's memory grow with every
-# new length it met (645 -> 1199 MiB over 200 shards of the tiny model); multiples of 8 bound the
-# lengths to seqlen / 8 per bucket, and cost under 8 padded tokens a row.
+# A CPU pass runs at its longest row's length rounded up to a multiple of this. In bf16 on an AMX
+# CPU, torch keeps something per sequence length it sees (~3 MiB per new length; a sweep over row
+# counts at one length does not grow, and oneDNN's primitive cache at capacity 0 still grows), so
+# exact lengths made a bf16 worker's memory grow with every new length it met (645 -> 1199 MiB
+# over 200 shards of the tiny model). Multiples of 8 bound the lengths to seqlen / 8 per bucket,
+# for under 8 padded tokens a row.
 CPU_LENGTH_STEP = 8
 
 
