@@ -108,23 +108,13 @@ def load(model: Path, dtype: str):
     return TorchEngine(EngineSpec(model=str(model), task="embed", dtype=dtype)).net
 
 
-def int8_dynamic(model: Path, shapes):
+def int8_dynamic(model: Path, shapes, dtype: str = "fp32"):
+    """torchao's dynamic int8 linear layers over the `dtype` model (the activations between them)."""
     import torch
     import torch._inductor.config as inductor_config
     from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
 
-    net = load(model, "fp32")
-    quantize_(net, Int8DynamicActivationInt8WeightConfig())
-    inductor_config.freezing = True
-    return torch.compile(net, dynamic=False)
-
-
-def int8_dynamic_bf16(model: Path, shapes):
-    import torch
-    import torch._inductor.config as inductor_config
-    from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
-
-    net = load(model, "bf16")
+    net = load(model, dtype)
     quantize_(net, Int8DynamicActivationInt8WeightConfig())
     inductor_config.freezing = True
     return torch.compile(net, dynamic=False)
@@ -207,7 +197,7 @@ def main(argv=None) -> None:
     paths = {"bf16_eager": lambda: bf16,
              "bf16_inductor": lambda: compile_model(bf16, torch.device("cpu"), "inductor"),
              "int8_dynamic": lambda: int8_dynamic(model, args.shapes),
-             "int8_dynamic_bf16": lambda: int8_dynamic_bf16(model, args.shapes),
+             "int8_dynamic_bf16": lambda: int8_dynamic(model, args.shapes, "bf16"),
              "int8_pt2e": lambda: int8_pt2e(model, args.shapes),
              "int8_pt2e_static": lambda: int8_pt2e(model, args.shapes, dynamic=False)}
     results = {}
