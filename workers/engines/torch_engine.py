@@ -182,11 +182,11 @@ def cpu_passes(lengths: np.ndarray, seqlen: int, budget_tokens: int, fixed_shape
 
 
 # A CPU pass runs at its longest row's length rounded up to a multiple of this. In bf16 on an AMX
-# CPU, torch keeps something per sequence length it sees (~3 MiB per new length; a sweep over row
-# counts at one length does not grow, and oneDNN's primitive cache at capacity 0 still grows), so
-# exact lengths made a bf16 worker's memory grow with every new length it met (645 -> 1199 MiB
-# over 200 shards of the tiny model). Multiples of 8 bound the lengths to seqlen / 8 per bucket,
-# for under 8 padded tokens a row.
+# CPU, torch keeps something for each sequence length it meets: passes over many lengths grow a
+# process's memory, passes over many row counts at one length do not, and taking oneDNN's
+# primitive cache out (capacity 0) does not stop it (scripts/probe_length_memory.py shows all
+# three). At exact lengths a bf16 worker's memory grew with every new length; multiples of 8 bound
+# the lengths to seqlen / 8 per bucket, for under 8 padded tokens a row.
 CPU_LENGTH_STEP = 8
 
 
