@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from common import defaults, options
-from common.cli_runner import run
+from common import cli_runner
 from common.errors import Qwen3BatchError
 from common.settings import load_settings
 from producer import api
@@ -267,7 +267,7 @@ def compile_command(
 
 
 def main():
-    run(app, "producer")
+    cli_runner.main(app, "producer")
 
 
 if __name__ == "__main__":

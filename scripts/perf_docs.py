@@ -332,7 +332,32 @@ The bucket runs at **{pct(d['ratio'])}** of the disk's throughput (goal >= {pct(
 """
 
 
+# --- a producer command's own start and exit ---------------------------------------------------------------
+CLI_COMMANDS = {"submit": "`producer submit` (plan and enqueue {rows:,} rows, no worker)",
+                "status": "`producer status --json` of that job", "help": "`producer --help`"}
+
+
+def cli_start(path: Path, d: dict) -> str:
+    med, peak = d["median_s"], d["peak_rss_mib"]
+    rows = [[text.format(rows=d["rows"]), f"{med['without'][name]:.2f} s", f"{med['as shipped'][name]:.2f} s",
+             f"{-d['saved_s'][name]:+.2f} s",
+             f"{peak['without'][name]:.0f} / {peak['as shipped'][name]:.0f} MiB"]
+            for name, text in CLI_COMMANDS.items()]
+    return f"""
+## A producer command's start and exit
+
+{origin(path, d, "python scripts/bench_cli_start.py")}
+
+The same commands through the CLI as shipped and through the same CLI without its start-up savings
+(pyarrow's pandas probe skipped, import-time objects frozen out of the collector), alternating, {d['rounds']}
+rounds; wall time from spawn to exit (median), peak RSS (largest).
+
+{table(["command", "without", "as shipped", "change", "peak RSS without / as shipped"], rows)}
+"""
+
+
 SECTIONS = [("engine-*.json", engine), ("int8-*.json", int8), ("pipeline-*.json", pipeline),
+            ("cli-start-*.json", cli_start),
             ("shard-overhead-*.json", shard_overhead), ("perf-*.json", bench),
             ("stores-*.json", stores), ("chaos*.json", chaos), ("eval-*.json", evaluation)]
 

@@ -262,9 +262,9 @@ def start_ready_workers(url: str, model: Path, names: list[str], logdir: Path, b
 def warm_up_workers(url: str, model: Path, workers: list[cluster.Worker], backend: str, dtype: str,
                     work: Path, label: str) -> dict:
     """A tiny job of two 16-row shards per worker before the measured one. A fresh worker's first
-    shard pays one-off costs (lazy imports: pyarrow imports pandas on its first pa.array, ~0.8
-    CPU-s) that a long-lived worker pays once in its life, not once per job; measured on cold
-    workers they would count as throughput. Returns what the first shards cost."""
+    shard pays one-off costs (lazy imports, first calls into pyarrow and the tokenizer) that a
+    long-lived worker pays once in its life, not once per job; measured on cold workers they would
+    count as throughput. Returns what the first shards cost."""
     corpus = write_corpus(work / f"corpus-warmup-{label}.jsonl", 2 * 16 * len(workers))
     out = work / f"out-warmup-{label}"
     run = run_monitored(submit_args(corpus, model, out, f"bench-warmup-{label}", backend, dtype, 16, "--wait"),
