@@ -46,12 +46,16 @@ def test_onnx_fp32_vectors_equal_the_torch_engine_on_real_sentences(queued_compi
 
 
 @pytest.mark.parametrize("dtype", ["fp16", "int8"])
-def test_fp16_and_int8_embedding_agreement_is_recorded_and_within_its_bound(local_artifacts, dtype):
+def test_fp16_and_int8_embedding_agreement_is_recorded_and_within_its_bound(local_artifacts, tiny_embed_model, dtype):
     result = local_artifacts("embed", dtype)
     assert result["state"] == "published", result
     v = result["validation"]
     assert v["metric"] == "worst_cosine" and v["bound"] == defaults.ARTIFACT_MIN_COSINE[dtype]
     assert v["bound"] <= v["worst"] < 1.000001
+    manifests = local_artifacts.store.find(model_ref(str(tiny_embed_model)), "onnx", "embed", dtype)
+    # how the weights were quantised travels with the artifact (7-bit: no saturation on AVX2-only CPUs)
+    assert [m.tool_versions.get("int8_weights") for m in manifests] == [
+        "dynamic MatMul, per-channel qint8, reduce_range" if dtype == "int8" else None]
     print(f"\n{dtype}: worst cosine {v['worst']:.6f}, mean {v['mean']:.6f} vs torch fp32 over {v['samples']} texts")
 
 

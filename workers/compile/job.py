@@ -125,7 +125,7 @@ def build(request: CompileRequest, fp32_graph: Path | None, staged: Path,
         onnx_export.require_onnx()
         files = onnx_export.export(request.model.source, key.task, key.batch, key.seqlen, key.dtype, staged,
                                    fp32_graph)
-        return files, onnx_export.INPUTS, onnx_export.OUTPUTS[key.task], onnx_export.tool_versions()
+        return files, onnx_export.INPUTS, onnx_export.OUTPUTS[key.task], onnx_export.tool_versions(key.dtype)
     from workers.compile import vacc
     from workers.engines.vacc_engine import INPUT_ORDER, OUTPUT
 
