@@ -23,9 +23,9 @@ EXIT_USAGE, EXIT_UNEXPECTED, EXIT_INTERRUPTED = 2, 1, 130
 
 
 def main(app: typer.Typer, prog: str) -> None:
-    """A CLI process from start to exit. Measured by scripts/bench_cli_start.py (a command's start
-    and exit, without a job): the pandas probe costs 0.4-0.7 s of a command that builds an Arrow
-    array, and the collector's last pass over the import-time objects 0.3-0.4 s at exit."""
+    """A CLI process from start to exit. scripts/bench_cli_start.py measures what the two savings
+    are worth, side by side with `run` alone: `producer --help` builds no Arrow array, so its
+    saving is the collector's alone; `producer submit` has both."""
     skip_pandas_probe()
     gc.freeze()  # the import-time objects live as long as the process: no collection walks them again
     try:

@@ -11,8 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from common import defaults, options
-from common import cli_runner
+from common import cli_runner, defaults, options
 from common.errors import Qwen3BatchError
 from common.settings import load_settings
 from producer import api

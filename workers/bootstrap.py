@@ -67,7 +67,7 @@ def start_reconciler(ctx: WorkerContext) -> Reconciler:
 def warm_up(engine) -> None:
     """One tiny batch through the engine and the Parquet writer before the first heartbeat, so the
     first real shard does not pay for lazy imports and first calls (pyarrow's Parquet writer and
-compute kernels)."""
+    compute kernels)."""
     import numpy as np
 
     from common.io import output

@@ -17,10 +17,9 @@ from pathlib import Path  # noqa: E402
 import redis  # noqa: E402
 import typer  # noqa: E402
 
-from common import defaults, keys, options  # noqa: E402
+from common import cli_runner, defaults, keys, options  # noqa: E402
 from common.celery_app import make_app  # noqa: E402
 from common.broker import check_eviction_policy, redact_url, redis_client, wait_for_broker  # noqa: E402
-from common import cli_runner  # noqa: E402
 from common.cluster_settings import register_or_check  # noqa: E402
 from common.errors import ConfigError, Qwen3BatchError  # noqa: E402
 from common.model_identity import model_ref  # noqa: E402
