@@ -1,4 +1,4 @@
-"""What a producer command costs before and after its work: the CLI as shipped against the same CLI
+"""What a producer command costs to start and to exit: the CLI as shipped against the same CLI
 without its start-up savings, the same commands, alternating, in one run.
 
     python scripts/bench_cli_start.py [--rounds 7] [--rows 8192] [--out bench-results/cli-start-cpu.json]
