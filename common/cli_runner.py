@@ -26,7 +26,8 @@ def main(app: typer.Typer, prog: str) -> None:
     """A CLI process from start to exit. scripts/bench_cli_start.py measures what the two savings
     are worth, side by side with `run` alone: `producer --help` builds no Arrow array, so its
     saving is the collector's alone; `producer submit` has both."""
-    skip_pandas_probe()
+    if "pyarrow" in sys.modules:  # a command that never touches Arrow (`workers health`) does not import it
+        skip_pandas_probe()
     gc.freeze()  # the import-time objects live as long as the process: no collection walks them again
     try:
         run(app, prog)
@@ -36,9 +37,10 @@ def main(app: typer.Typer, prog: str) -> None:
 
 def skip_pandas_probe() -> None:
     """pyarrow imports pandas (60 MB, half a second) the first time it builds an array, only to ask
-    whether the input is a pandas object; these CLIs never pass one. The probe runs once, with
-    pandas hidden, and pyarrow remembers the answer. pandas stays importable: pyarrow imports it
-    when a conversion needs it (to_pandas), and so can anyone else."""
+    whether the input is a pandas object; this project never passes one. Called by the CLIs' main
+    and by a shard worker's boot (its pool child imports pyarrow after main ran). The probe runs
+    once, with pandas hidden, and pyarrow remembers the answer. pandas stays importable: pyarrow
+    imports it when a conversion needs it (to_pandas), and so can anyone else."""
     if "pandas" in sys.modules:
         return
     import pyarrow as pa

@@ -70,7 +70,10 @@ def warm_up(engine) -> None:
     compute kernels)."""
     import numpy as np
 
+    from common.cli_runner import skip_pandas_probe
     from common.io import output
+
+    skip_pandas_probe()
 
     if engine.spec.task == "embed":
         vectors = engine.embed(["warm up"]).vectors
