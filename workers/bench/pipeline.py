@@ -18,13 +18,13 @@ scale, and whether memory stays flat as the corpus grows. One run, one corpus, o
                  from submit to finished; plus the steady-state
                  rate from the commit records (first shard's start to last commit), which
                  excludes worker start-up, planning and the progress poll
-    goal: queued >= 90% of in-process. Rows per CPU-second (the engine process; the whole
+    goals: queued >= 90% of in-process end to end (issue 3), >= 97% steady (issue 15). Rows per CPU-second (the engine process; the whole
     producer; the worker plus the producer) are shown too: on a shared machine they move far
     less than wall-clock rates, so they tell overhead from noise.
 (b) worker scaling on the SIMULATED engine (workers/engines/simulated.py): each forward batch
     sleeps a fixed device time (QWEN3B_SIM_BATCH_S), so N workers do not compete for the cores
     the way N torch workers would. Rows/s for 1, 2, 4, 8 workers over the same corpus, from the
-    commit records, and efficiency = rate_N / (N * rate_1); goal >= 90% at 8.
+    commit records, and efficiency = rate_N / (N * rate_1); goal >= 90% at 8, steady and end to end (issue 15).
     Defaults, and why: STS12 sentences all fall in the 64-token bucket, so a forward batch holds
     16384 / 64 = 256 rows; a 256-row shard is exactly one batch = 2.0s of device time at 2.0s per
     batch. The pipeline's own work per shard (read, parse, tokenise, hash, write, commit, Celery)
@@ -68,7 +68,8 @@ from workers.bench.options import parse_ints
 REPO_ROOT = cluster.REPO_ROOT
 DEFAULT_MODEL = REPO_ROOT / ".cache" / "models" / "qwen3-embed-tiny-random-s1234"
 PROGRESS_EVERY_S = 5.0
-THROUGHPUT_GOAL = 0.90
+THROUGHPUT_GOAL = 0.90  # queued end to end vs in-process (issue 3)
+STEADY_GOAL = 0.97  # queued steady state vs in-process (issue 15)
 SCALING_GOAL = 0.90
 FLAT_GOAL = 1.10  # "flat": a 10x larger corpus raises the peak by less than 10%
 _T0 = time.perf_counter()
@@ -629,9 +630,10 @@ def table(results: dict) -> str:
                   f"    per row: the engine alone {1e6 / ref:.0f} us; queued steady adds "
                   f"{1e6 / queued['steady']['rows_per_s'] - 1e6 / ref:.0f} us, --local steady adds "
                   f"{1e6 / local['steady']['rows_per_s'] - 1e6 / ref:.0f} us",
-                  f"    goal queued >= {THROUGHPUT_GOAL:.0%} of in-process: end to end "
+                  f"    goals, queued vs in-process: end to end >= {THROUGHPUT_GOAL:.0%} "
                   f"{a['ratios']['queued_end_to_end']:.0%} {verdict(a['ratios']['queued_end_to_end'] >= THROUGHPUT_GOAL)}, "
-                  f"steady {a['ratios']['queued_steady']:.0%} {verdict(a['ratios']['queued_steady'] >= THROUGHPUT_GOAL)}",
+                  f"steady >= {STEADY_GOAL:.0%} {a['ratios']['queued_steady']:.0%} "
+                  f"{verdict(a['ratios']['queued_steady'] >= STEADY_GOAL)}",
                   ""]
     b = results.get("b")
     if b:
@@ -650,8 +652,8 @@ def table(results: dict) -> str:
         top = max(b["runs"], key=lambda r: r["workers"])
         if "efficiency_steady" in top:
             lines.append(f"    goal >= {SCALING_GOAL:.0%} at {top['workers']} workers: steady {top['efficiency_steady']:.0%} "
-                         f"{verdict(top['efficiency_steady'] >= SCALING_GOAL)} (end to end "
-                         f"{top['efficiency_end_to_end']:.0%})")
+                         f"{verdict(top['efficiency_steady'] >= SCALING_GOAL)}, end to end "
+                         f"{top['efficiency_end_to_end']:.0%} {verdict(top['efficiency_end_to_end'] >= SCALING_GOAL)}")
         lines.append("")
     d = results.get("d")
     if d:
