@@ -1,5 +1,6 @@
-"""A CLI process skips pyarrow's pandas probe (common/cli_runner.main), and pandas still works for
-whoever needs it. Each test is its own Python process: the probe's answer lasts a process's life."""
+"""What a CLI process does not pay for at start: pyarrow's pandas probe (common/cli_runner.main; pandas
+still works for whoever needs it), and torch and transformers for checking a torch job's model. Each
+test is its own Python process: what a process imported, and the probe's answer, last its life."""
 
 import json
 import subprocess
@@ -60,3 +61,19 @@ print("OK")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                           cwd=cluster.REPO_ROOT, env=cluster.base_env("redis://unused"))
     assert done.returncode == 0 and done.stdout.strip() == "OK", done.stdout + done.stderr
+
+
+def test_checking_a_torch_jobs_model_at_submit_imports_neither_torch_nor_transformers(tiny_embed_model):
+    # They cost `producer submit` 3 s and 500 MB before its first message went out
+    code = f"""
+import sys
+from producer.api import build_spec
+from producer.progress import reporter_for
+spec = build_spec(model={str(tiny_embed_model)!r}, task="embed", dtype="fp32", backend="torch", device="cpu",
+                  client=None, reporter=reporter_for(None, False))
+print(spec.model.source, "torch" in sys.modules, "transformers" in sys.modules)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=cluster.REPO_ROOT, env=cluster.base_env("redis://unused"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.split() == [str(tiny_embed_model), "False", "False"]

@@ -1,11 +1,14 @@
 """A model that cannot be loaded fails with ModelLoadError and a message that says what to do."""
 
+import json
 import os
+import re
 
 import pytest
 
 from common.errors import ModelLoadError
 from workers.engines.base import EngineSpec
+from workers.engines.loading import inspect_model
 from workers.engines.registry import create_engine
 
 
@@ -61,3 +64,33 @@ def test_the_tiny_model_loads_and_says_its_weights_are_random(tiny_engine, tiny_
     assert engine.info.random_weights is True
     assert engine.info.hidden_size == 64
     assert engine.info.source == str(tiny_embed_model)
+
+
+def copy_without_tokenizer(model, folder):
+    """The checkpoint's files (its weights linked, not copied) but its tokenizer.json."""
+    folder.mkdir()
+    for f in model.iterdir():
+        if f.is_file() and f.name != "tokenizer.json":
+            (folder / f.name).symlink_to(f)
+    return folder
+
+
+def test_the_submit_time_check_reads_a_folders_tokenizer(tiny_embed_model):
+    assert inspect_model(str(tiny_embed_model), "embed").hidden_size == 64
+
+
+def test_a_broken_tokenizer_json_is_refused_before_anything_is_enqueued(tmp_path, tiny_embed_model):
+    folder = copy_without_tokenizer(tiny_embed_model, tmp_path / "model")
+    (folder / "tokenizer.json").write_text('{"model": ')
+    with pytest.raises(ModelLoadError, match=re.escape(f"could not read {folder / 'tokenizer.json'}")):
+        inspect_model(str(folder), "embed")
+
+
+def test_a_tokenizer_without_qwen3s_end_of_text_token_is_refused(tmp_path, tiny_embed_model):
+    folder = copy_without_tokenizer(tiny_embed_model, tmp_path / "model")
+    tokenizer = json.loads((tiny_embed_model / "tokenizer.json").read_text())
+    tokenizer["added_tokens"] = [t for t in tokenizer["added_tokens"] if t["content"] != "<|endoftext|>"]
+    tokenizer["model"]["vocab"].pop("<|endoftext|>", None)
+    (folder / "tokenizer.json").write_text(json.dumps(tokenizer))
+    with pytest.raises(ModelLoadError, match=re.escape("has no '<|endoftext|>' token")):
+        inspect_model(str(folder), "embed")
