@@ -9,18 +9,19 @@ scale, and whether memory stays flat as the corpus grows. One run, one corpus, o
     --min-rows, and the other modes get exactly the rows it did (--rows N fixes the size instead),
     so fixed costs stay small whether the machine is idle or busy.
     in-process   engine.embed over the corpus in ENGINE_CHUNK_ROWS chunks, texts already in
-                 memory, model loaded beforehand; run before AND after the other two modes, so
-                 drift of a shared machine shows as their spread (the reference is their mean)
+                 memory, model loaded beforehand, each run in a fresh process; run first and after
+                 every queued job, so drift of a shared machine hits both modes alike (fresh
+                 processes of the same engine differ by up to ~10% here; the reference is their mean)
     --local      `producer submit --local`, timed end to end: process start, torch import,
                  model load, planning, every shard's read/compute/write/commit, the job check
-    queued       `producer submit --wait` to ONE real worker (`workers start`, started, ready
-                 and warmed up by a tiny job before the submit, see warm_up_workers), timed
-                 from submit to finished; plus the steady-state
-                 rate from the commit records (first shard's start to last commit), which
-                 excludes worker start-up, planning and the progress poll
-    goals: queued >= 90% of in-process end to end (issue 3), >= 97% steady (issue 15). Rows per CPU-second (the engine process; the whole
-    producer; the worker plus the producer) are shown too: on a shared machine they move far
-    less than wall-clock rates, so they tell overhead from noise.
+    queued       --rounds (3) jobs by `producer submit --wait` to ONE real worker (`workers start`,
+                 started, ready and warmed up by a tiny job before the first), each timed from
+                 submit to finished; plus the steady-state rate from the commit records (first
+                 shard's start to last commit), which excludes worker start-up, planning and the
+                 progress poll. The rounds combine over their summed times
+    goals: queued >= 90% of in-process end to end (issue 3), >= 97% steady (issue 15). Rows per
+    CPU-second (the engine process; the whole producer; the worker plus the producer) are shown
+    too: on a shared machine they move far less than wall-clock rates, so they tell overhead from noise.
 (b) worker scaling on the SIMULATED engine (workers/engines/simulated.py): each forward batch
     sleeps a fixed device time (QWEN3B_SIM_BATCH_S), so N workers do not compete for the cores
     the way N torch workers would. Rows/s for 1, 2, 4, 8 workers over the same corpus, from the
@@ -343,71 +344,111 @@ def run_inprocess(model: Path, corpus: Path, dtype: str, work: Path, label: str,
 
 
 def phase_a(args, work: Path, url: str) -> dict:
-    say(f"(a) model {args.model}, dtype {args.dtype}, shards of {args.shard_rows:,} rows")
+    say(f"(a) model {args.model}, dtype {args.dtype}, shards of {args.shard_rows:,} rows, {args.rounds} queued rounds")
     if args.rows:
         corpus = write_corpus(work / "corpus-a.jsonl", args.rows)
-        before = run_inprocess(args.model, corpus, args.dtype, work, "before")
+        first = run_inprocess(args.model, corpus, args.dtype, work, "1")
     else:
         # The corpus is sized so each mode runs about --target-s on this machine as it is now:
         # big enough that fixed costs (process start, planning, the 1s progress poll) stay small.
         big = write_corpus(work / "corpus-a-max.jsonl", args.max_rows)
-        before = run_inprocess(args.model, big, args.dtype, work, "before", args.target_s, args.min_rows)
+        first = run_inprocess(args.model, big, args.dtype, work, "1", args.target_s, args.min_rows)
         big.unlink()
-        corpus = write_corpus(work / "corpus-a.jsonl", before["rows"])
-    sized_by_time, args.rows = not args.rows, before["rows"]
+        corpus = write_corpus(work / "corpus-a.jsonl", first["rows"])
+    sized_by_time, args.rows = not args.rows, first["rows"]
     say(f"(a) corpus: {args.rows:,} STS12 rows -> {corpus} ({corpus.stat().st_size / 1e6:.1f} MB)")
-
-    say("(a) --local: producer submit --local, timed end to end (process start, model load, planning, commits)")
-    out_local = work / "out-local"
-    local = run_monitored(submit_args(corpus, args.model, out_local, "bench-local", "torch", args.dtype,
-                                      args.shard_rows, "--local"),
-                          cluster.base_env(url), work / "local.log", job_ticker("--local", out_local, args.rows))
-    if local["rc"] != 0:
-        raise RuntimeError(f"--local failed (exit {local['rc']}); see {local['log']}")
-    local.update(rows_per_s=args.rows / local["wall_s"], planning_s=planning_seconds(work / "local.log"),
-                 steady=commit_window(out_local), status=job_status(out_local))
-    say(f"  --local: {local['wall_s']:.1f}s end to end = {local['rows_per_s']:,.0f} rows/s; steady state "
-        f"{local['steady']['rows_per_s']:,.0f} rows/s; {local['status']}")
-
-    say("(a) queued: starting ONE torch worker (workers start), waiting for its heartbeat")
+    local = run_local(args, corpus, work, url)
+    inprocess, queued_runs, warm, startup_s = [first], [], None, 0.0
+    say(f"(a) queued: starting ONE torch worker (workers start), waiting for its heartbeat; then {args.rounds} rounds "
+        "of a queued job and an in-process run, alternating, so drift of a shared machine hits both alike")
     workers, startup_s = start_ready_workers(url, args.model, ["bench-torch-1"], work / "logs", "torch", args.dtype)
-    say(f"  worker ready after {startup_s:.1f}s (not counted); a warm-up job, then the measured one with --wait")
-    out_queued = work / "out-queued"
+    say(f"  worker ready after {startup_s:.1f}s (not counted); a warm-up job, then the measured ones with --wait")
     try:
         warm = warm_up_workers(url, args.model, workers, "torch", args.dtype, work, "torch")
-        cpu0 = worker_cpu(workers)
-        queued = run_monitored(submit_args(corpus, args.model, out_queued, "bench-queued", "torch", args.dtype,
-                                           args.shard_rows, "--wait"),
-                               cluster.base_env(url), work / "queued.log", job_ticker("queued", out_queued, args.rows))
-        queued["worker_cpu_s"] = worker_cpu(workers) - cpu0
+        for k in range(1, args.rounds + 1):
+            queued_runs.append(run_queued(args, corpus, work, url, workers, k))
+            # The worker stays up, idle, while the engine runs alone: it is what a deployment has.
+            inprocess.append(run_inprocess(args.model, corpus, args.dtype, work, str(k + 1)))
     finally:
         stop_workers(workers)
-    if queued["rc"] != 0:
-        raise RuntimeError(f"the queued job failed (exit {queued['rc']}); see {queued['log']}")
-    queued["cpu_s"] = queued["worker_cpu_s"] + queued["cpu_s"]  # the worker's and the producer's
-    queued.update(rows_per_s=args.rows / queued["wall_s"], planning_s=planning_seconds(work / "queued.log"),
-                  steady=commit_window(out_queued), status=job_status(out_queued), worker_startup_s=startup_s,
-                  warm_up=warm)
-    say(f"  queued: {queued['wall_s']:.1f}s submit -> finished = {queued['rows_per_s']:,.0f} rows/s; steady state "
-        f"{queued['steady']['rows_per_s']:,.0f} rows/s; {queued['status']}")
-
-    after = run_inprocess(args.model, corpus, args.dtype, work, "after")
-    reference = (before["rows_per_s"] + after["rows_per_s"]) / 2
-    same_bytes = local["steady"]["sha256"] == queued["steady"]["sha256"]
-    for mode in (local, queued):
+    queued = combine_queued(queued_runs, startup_s, warm)
+    reference = statistics.mean(r["rows_per_s"] for r in inprocess)
+    for k, run in enumerate(queued_runs):  # each queued job against the in-process runs either side of it
+        run["vs_neighbours"] = run["steady"]["rows_per_s"] / statistics.mean(
+            r["rows_per_s"] for r in inprocess[k:k + 2])
+    same_values = same_results(work / "out-local", work / "out-queued-1")
+    for mode in (local, *queued_runs):
         mode["steady"].pop("sha256")
+    rates = [r["rows_per_s"] for r in inprocess]
     return {
-        "rows": args.rows, "rows_sized_by_time": sized_by_time, "target_s": args.target_s, "shard_rows": args.shard_rows, "dtype": args.dtype, "model": str(args.model),
-        "inprocess_before": before, "inprocess_after": after, "inprocess_rows_per_s": reference,
-        "inprocess_spread": abs(before["rows_per_s"] - after["rows_per_s"]) / reference,
-        "local": local, "queued": queued, "local_and_queued_outputs_identical": same_bytes,
-        "rows_per_cpu_s": {"inprocess": 2 * args.rows / (before["cpu_s"] + after["cpu_s"]),
-                           "local": args.rows / local["cpu_s"], "queued": args.rows / queued["cpu_s"]},
+        "rows": args.rows, "rows_sized_by_time": sized_by_time, "target_s": args.target_s, "shard_rows": args.shard_rows,
+        "dtype": args.dtype, "model": str(args.model), "rounds": args.rounds,
+        "inprocess_runs": inprocess, "inprocess_before": inprocess[0], "inprocess_after": inprocess[-1],
+        "inprocess_rows_per_s": reference, "inprocess_spread": (max(rates) - min(rates)) / reference,
+        "local": local, "queued": queued, "local_and_queued_outputs_identical": same_values,
+        "rows_per_cpu_s": {"inprocess": sum(r["rows"] for r in inprocess) / sum(r["cpu_s"] for r in inprocess),
+                           "local": args.rows / local["cpu_s"], "queued": queued["rows_per_cpu_s"]},
         "ratios": {"local_end_to_end": local["rows_per_s"] / reference,
                    "local_steady": local["steady"]["rows_per_s"] / reference,
                    "queued_end_to_end": queued["rows_per_s"] / reference,
                    "queued_steady": queued["steady"]["rows_per_s"] / reference},
     }
+
+
+def same_results(out_a: Path, out_b: Path) -> bool:
+    """Whether two jobs over the same rows wrote the same values. Not the same bytes: a file's own
+    metadata names its job."""
+    import pyarrow.parquet as pq
+
+    a, b = (pq.read_table(out / "data").sort_by("id").replace_schema_metadata(None) for out in (out_a, out_b))
+    return a.equals(b)
+
+
+def run_local(args, corpus: Path, work: Path, url: str) -> dict:
+    say("(a) --local: producer submit --local, timed end to end (process start, model load, planning, commits)")
+    out = work / "out-local"
+    local = run_monitored(submit_args(corpus, args.model, out, "bench-local", "torch", args.dtype, args.shard_rows,
+                                      "--local"),
+                          cluster.base_env(url), work / "local.log", job_ticker("--local", out, args.rows))
+    if local["rc"] != 0:
+        raise RuntimeError(f"--local failed (exit {local['rc']}); see {local['log']}")
+    local.update(rows_per_s=args.rows / local["wall_s"], planning_s=planning_seconds(work / "local.log"),
+                 steady=commit_window(out), status=job_status(out))
+    say(f"  --local: {local['wall_s']:.1f}s end to end = {local['rows_per_s']:,.0f} rows/s; steady state "
+        f"{local['steady']['rows_per_s']:,.0f} rows/s; {local['status']}")
+    return local
+
+
+def run_queued(args, corpus: Path, work: Path, url: str, workers: list[cluster.Worker], k: int) -> dict:
+    out, log = work / f"out-queued-{k}", work / f"queued-{k}.log"
+    cpu0 = worker_cpu(workers)
+    run = run_monitored(submit_args(corpus, args.model, out, f"bench-queued-{k}", "torch", args.dtype,
+                                    args.shard_rows, "--wait"),
+                        cluster.base_env(url), log, job_ticker(f"queued {k}", out, args.rows))
+    run["worker_cpu_s"] = worker_cpu(workers) - cpu0
+    if run["rc"] != 0:
+        raise RuntimeError(f"queued job {k} failed (exit {run['rc']}); see {run['log']}")
+    run["cpu_s"] = run["worker_cpu_s"] + run["cpu_s"]  # the worker's and the producer's
+    run.update(rows=args.rows, rows_per_s=args.rows / run["wall_s"], planning_s=planning_seconds(log),
+               steady=commit_window(out), status=job_status(out))
+    say(f"  queued {k}: {run['wall_s']:.1f}s submit -> finished = {run['rows_per_s']:,.0f} rows/s; steady state "
+        f"{run['steady']['rows_per_s']:,.0f} rows/s; {run['status']}")
+    return run
+
+
+def combine_queued(runs: list[dict], startup_s: float, warm: dict) -> dict:
+    """The queued rounds as one: rates over their summed times, so each row counts once."""
+    rows, window = sum(r["steady"]["rows"] for r in runs), sum(r["steady"]["window_s"] for r in runs)
+    statuses = sorted({r["status"] for r in runs})
+    return {"rounds": runs, "wall_s": sum(r["wall_s"] for r in runs), "rows_per_s": sum(r["rows"] for r in runs) /
+            sum(r["wall_s"] for r in runs), "cpu_s": sum(r["cpu_s"] for r in runs),
+            "worker_cpu_s": sum(r["worker_cpu_s"] for r in runs), "rows_per_cpu_s": rows / sum(r["cpu_s"] for r in runs),
+            "load1_at_end": runs[-1]["load1_at_end"], "planning_s": max(r["planning_s"] or 0 for r in runs),
+            "status": statuses[0] if len(statuses) == 1 else ", ".join(statuses),
+            "steady": {"rows": rows, "shards": sum(r["steady"]["shards"] for r in runs), "window_s": window,
+                       "rows_per_s": rows / window,
+                       "shard_s_median": statistics.median(r["steady"]["shard_s_median"] for r in runs)},
+            "worker_startup_s": startup_s, "warm_up": warm}
 
 
 # --- (b) scaling on the simulated engine ------------------------------------------------------------
@@ -608,25 +649,31 @@ def table(results: dict) -> str:
             cpu = f"{a['rows'] / cpu_s:>12,.0f}{a['rows'] / cpu_s / cpu_ref:>12.0%}" if cpu_s else f"{'':>24}"
             return f"    {label:<36}{seconds:>9.1f}{rate:>10,.0f}{rate / ref:>14.0%}{cpu}" + (f"{load:>7.1f}" if load else "")
 
-        before, after, local, queued = a["inprocess_before"], a["inprocess_after"], a["local"], a["queued"]
+        local, queued = a["local"], a["queued"]
+        runs = a.get("inprocess_runs") or [a["inprocess_before"], a["inprocess_after"]]
+        rounds = queued.get("rounds", [])
         lines += [f"(a) throughput, torch engine, {a['rows']:,} STS12 rows, model {Path(a['model']).name} (random weights), {a['dtype']}, "
                   f"shards of {a['shard_rows']:,}",
                   f"    {'mode':<36}{'seconds':>9}{'rows/s':>10}{'vs in-proc.':>14}{'rows/CPU-s':>12}{'vs in-proc.':>12}"
                   f"{'load1':>7}",
-                  row("in-process (before)", before["seconds"], before["rows_per_s"], before["cpu_s"], before["load1_at_end"]),
-                  row("in-process (after)", after["seconds"], after["rows_per_s"], after["cpu_s"], after["load1_at_end"]),
+                  *[row(f"in-process {i + 1}", r["seconds"], r["rows_per_s"], r["cpu_s"], r["load1_at_end"])
+                    for i, r in enumerate(runs)],
                   f"    {'in-process reference (mean)':<36}{'':>9}{ref:>10,.0f}{1:>14.0%}{cpu_ref:>12,.0f}{1:>12.0%}",
                   row("--local, end to end", local["wall_s"], local["rows_per_s"], local["cpu_s"], local["load1_at_end"]),
                   row("--local, steady (commit records)", local["steady"]["window_s"], local["steady"]["rows_per_s"]),
-                  row("queued 1 worker, submit->finished", queued["wall_s"], queued["rows_per_s"], queued["cpu_s"],
-                      queued["load1_at_end"]),
-                  row("queued 1 worker, steady (commits)", queued["steady"]["window_s"], queued["steady"]["rows_per_s"]),
+                  *[row(f"queued {k + 1}, steady (commits)", r["steady"]["window_s"], r["steady"]["rows_per_s"],
+                        r["cpu_s"], r["load1_at_end"]) for k, r in enumerate(rounds)],
+                  row("queued, all rounds, submit->finished", queued["wall_s"], queued["rows_per_s"],
+                      queued["cpu_s"] / max(1, len(rounds)), queued["load1_at_end"]),
+                  row("queued, all rounds, steady (commits)", queued["steady"]["window_s"], queued["steady"]["rows_per_s"]),
                   "    CPU-s: in-process = the engine process; --local = the whole producer process; queued = the worker "
                   "during the job + the producer. load1: the machine's 1-minute load average as the mode ended",
                   f"    planning: --local {local['planning_s']}s, queued {queued['planning_s']}s; worker start-up "
                   f"{queued['worker_startup_s']:.1f}s and its first (cold) shard {queued['warm_up']['slowest_shard_s']:.1f}s "
-                  f"vs {queued['warm_up']['median_shard_s']:.1f}s warm (warm-up job, excluded); in-process spread before/after {a['inprocess_spread']:.0%}; "
-                  f"--local and queued outputs byte-identical: {a['local_and_queued_outputs_identical']}",
+                  f"vs {queued['warm_up']['median_shard_s']:.1f}s warm (warm-up job, excluded); in-process runs spread {a['inprocess_spread']:.0%} (max - min) / mean; "
+                  f"--local and queued (round 1) wrote the same values: {a['local_and_queued_outputs_identical']}",
+                  *(["    each queued job vs the in-process runs either side of it: "
+                     + ", ".join(f"{r['vs_neighbours']:.1%}" for r in rounds)] if rounds else []),
                   f"    per row: the engine alone {1e6 / ref:.0f} us; queued steady adds "
                   f"{1e6 / queued['steady']['rows_per_s'] - 1e6 / ref:.0f} us, --local steady adds "
                   f"{1e6 / local['steady']['rows_per_s'] - 1e6 / ref:.0f} us",
@@ -714,6 +761,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--min-rows", type=int, default=20_000, help="(a) smallest corpus when sized by time")
     ap.add_argument("--max-rows", type=int, default=200_000, help="(a) largest corpus when sized by time")
     ap.add_argument("--shard-rows", type=int, default=5_000, help="(a) rows per shard")
+    ap.add_argument("--rounds", type=int, default=3, help="(a) queued jobs, each followed by an in-process run")
     ap.add_argument("--workers", type=int_list("--workers"), default=[1, 2, 4, 8], help="(b) worker counts")
     ap.add_argument("--scale-rows", type=int, default=8_192, help="(b) corpus rows")
     ap.add_argument("--scale-shard-rows", type=int, default=256, help="(b) rows per shard")
