@@ -195,6 +195,11 @@ Median: the pipeline runs at **{pct(d['ratio'])}** of the bare engine (goal >= {
 
 
 # --- the pipeline benchmark ---------------------------------------------------------------------------
+def goals_line(goals: list[tuple[str, float, float]]) -> str:
+    return "Goals: " + "; ".join(f"{name} {pct(value)} (>= {pct(goal)}: {'met' if value >= goal else '**missed**'})"
+                                 for name, value, goal in goals) + "."
+
+
 def pipeline(path: Path, d: dict) -> str:
     out = [f"\n## Pipeline: in-process, `--local` and queued; scaling; memory\n\n{origin(path, d, 'python -m workers.bench.pipeline')}\n"]
     if "a" in d:
@@ -205,9 +210,16 @@ def pipeline(path: Path, d: dict) -> str:
             r = a[name]
             rows.append([label, f"{r['steady']['rows_per_s']:,.0f}", pct(r["steady"]["rows_per_s"] / base),
                          f"{r['rows_per_s']:,.0f} rows/s = {pct(r['rows_per_s'] / base)}"])
+        rounds = a["queued"].get("rounds", [])
+        design = (f" The queued figure combines {len(rounds)} jobs on one worker, each followed by an in-process run in a "
+                  f"fresh process; the {len(rounds) + 1} in-process runs spread {pct(a['inprocess_spread'])} (max - min "
+                  "over mean), and each job ran at " + ", ".join(pct(r["vs_neighbours"]) for r in rounds)
+                  + " of the in-process runs either side of it.") if rounds else ""
         out.append(f"(a) {a['rows']:,} rows, {a['dtype']}, model `{Path(a['model']).name}`: the pipeline's own cost "
-                   "is the difference.\n\n" + table(["mode", "steady rows/s", "steady vs in-process",
-                                              "end to end (start, load, plan, commits)"], rows) + "\n")
+                   "is the difference." + design + "\n\n" + table(["mode", "steady rows/s", "steady vs in-process",
+                                              "end to end (start, load, plan, commits)"], rows) + "\n\n"
+                   + goals_line([("queued steady", a["ratios"]["queued_steady"], 0.97),
+                                 ("queued end to end", a["ratios"]["queued_end_to_end"], 0.90)]) + "\n")
     if "b" in d:
         b = d["b"]
         runs = b["runs"]
@@ -217,7 +229,10 @@ def pipeline(path: Path, d: dict) -> str:
                        [["steady rows/s", *[f"{r['steady']['rows_per_s']:,.0f}" for r in runs]],
                         ["steady efficiency", *[pct(r["efficiency_steady"]) for r in runs]],
                         ["end-to-end rows/s", *[f"{r['end_to_end_rows_per_s']:,.0f}" for r in runs]],
-                        ["end-to-end efficiency", *[pct(r["efficiency_end_to_end"]) for r in runs]]]) + "\n")
+                        ["end-to-end efficiency", *[pct(r["efficiency_end_to_end"]) for r in runs]]]) + "\n\n"
+                   + goals_line([(f"{runs[-1]['workers']} workers steady", runs[-1]["efficiency_steady"], 0.90),
+                                 (f"{runs[-1]['workers']} workers end to end", runs[-1]["efficiency_end_to_end"], 0.90)])
+                   + "\n")
     if "d" in d:
         m = d["d"]
         out.append(f"(d) one worker over {m['shards']} shards of {m['shard_rows']} rows: its resident memory does not grow "
