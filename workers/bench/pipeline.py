@@ -126,15 +126,19 @@ def cpu_seconds(pids: list[int]) -> float:
 # A tiny parent for each measured command: its own wait4 gives the command's CPU time and RSS
 # high-water mark. Measured from this (large) process instead, ru_maxrss would report this
 # process's size: Linux carries the pre-exec image's high-water mark across execve.
-_LAUNCHER = """import json, os, sys
+_LAUNCHER = """import json, os, sys, time
+started = time.monotonic()
 pid = os.fork()
 if pid == 0:
     os.execv(sys.executable, [sys.executable, *sys.argv[2:]])
 _, status, usage = os.wait4(pid, 0)
+ended = time.monotonic()
 with open(sys.argv[1], "w") as f:
-    json.dump({"maxrss_kib": usage.ru_maxrss, "cpu_s": usage.ru_utime + usage.ru_stime}, f)
+    json.dump({"maxrss_kib": usage.ru_maxrss, "cpu_s": usage.ru_utime + usage.ru_stime, "started": started,
+               "ended": ended}, f)
 sys.exit(os.waitstatus_to_exitcode(status))
 """
+POLL_S = 0.05  # how often the launcher's exit is checked and VmHWM read (a cross-check of wait4's peak)
 
 
 def child_of(pid: int) -> int | None:
@@ -147,8 +151,9 @@ def child_of(pid: int) -> int | None:
 
 def run_monitored(args: list[str], env: dict, log_path: Path, tick, timeout_s: float = 900) -> dict:
     """Run `python ARGS` under the launcher, calling tick(elapsed, pid) every PROGRESS_EVERY_S.
-    Returns the exit code, the wall time from start to exit, the command's CPU seconds and its
-    peak RSS (wait4's ru_maxrss in the launcher; VmHWM polled every 10 ms as a cross-check)."""
+    Returns the exit code, the wall time from the command's fork to its exit (the launcher's own
+    start is not the command's), its CPU seconds and its peak RSS (wait4's ru_maxrss in the
+    launcher; VmHWM polled as a cross-check)."""
     usage_path = log_path.with_suffix(".usage.json")
     with open(log_path, "ab") as log:
         started = time.perf_counter()
@@ -157,7 +162,7 @@ def run_monitored(args: list[str], env: dict, log_path: Path, tick, timeout_s: f
         next_tick, polled_hwm, pid = started + PROGRESS_EVERY_S, 0, None
         while True:
             try:
-                proc.wait(0.01)
+                proc.wait(POLL_S)
                 break
             except subprocess.TimeoutExpired:
                 pass
@@ -174,6 +179,8 @@ def run_monitored(args: list[str], env: dict, log_path: Path, tick, timeout_s: f
                 next_tick = now + PROGRESS_EVERY_S
         wall = time.perf_counter() - started
     usage = json.loads(usage_path.read_text()) if usage_path.exists() else {"maxrss_kib": 0, "cpu_s": None}
+    if "ended" in usage:
+        wall = usage["ended"] - usage["started"]
     return {"rc": proc.returncode, "wall_s": wall, "cpu_s": usage["cpu_s"], "peak_rss_mib": usage["maxrss_kib"] / 1024,
             "polled_vmhwm_mib": polled_hwm / 1024, "load1_at_end": os.getloadavg()[0], "log": str(log_path)}
 
