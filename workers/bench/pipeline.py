@@ -11,7 +11,7 @@ scale, and whether memory stays flat as the corpus grows. One run, one corpus, o
     in-process   engine.embed over the corpus in ENGINE_CHUNK_ROWS chunks, texts already in
                  memory, model loaded beforehand, each run in a fresh process; run first and after
                  every queued job, so drift of a shared machine hits both modes alike (fresh
-                 processes of the same engine differ by up to ~10% here; the reference is their mean)
+                 processes of one engine can differ by 10% or more there; the reference is their mean)
     --local      `producer submit --local`, timed end to end: process start, torch import,
                  model load, planning, every shard's read/compute/write/commit, the job check
     queued       --rounds (3) jobs by `producer submit --wait` to ONE real worker (`workers start`,
