@@ -1,7 +1,7 @@
 """Pipeline benchmark (issue 3): what the job machinery costs on top of the engine, how workers
 scale, and whether memory stays flat as the corpus grows. One run, one corpus, one model.
 
-    python -m workers.bench.pipeline            # ~8-11 minutes on a 2-core machine
+    python -m workers.bench.pipeline            # ~15 minutes on a 2-core machine
     python -m workers.bench.pipeline --phases b --workers 1,2  # a quick look at one phase
 
 (a) throughput on the torch engine (--model, the tiny random-weight model by default; real sentences). The corpus
@@ -26,6 +26,9 @@ scale, and whether memory stays flat as the corpus grows. One run, one corpus, o
     sleeps a fixed device time (QWEN3B_SIM_BATCH_S), so N workers do not compete for the cores
     the way N torch workers would. Rows/s for 1, 2, 4, 8 workers over the same corpus, from the
     commit records, and efficiency = rate_N / (N * rate_1); goal >= 90% at 8, steady and end to end (issue 15).
+    Each count runs --scale-rounds (3) measured jobs and the median job stands for it: at 8 workers a
+    job lasts about 9 s, of which the producer's start (imports, planning) takes about half a second, so
+    one job's end-to-end figure moves by several points with the machine's other tenants.
     Defaults, and why: STS12 sentences all fall in the 64-token bucket, so a forward batch holds
     16384 / 64 = 256 rows; a 256-row shard is exactly one batch = 2.0s of device time at 2.0s per
     batch. The pipeline's own work per shard (read, parse, tokenise, hash, write, commit, Celery)
@@ -127,15 +130,15 @@ def cpu_seconds(pids: list[int]) -> float:
 # high-water mark. Measured from this (large) process instead, ru_maxrss would report this
 # process's size: Linux carries the pre-exec image's high-water mark across execve.
 _LAUNCHER = """import json, os, sys, time
-started = time.monotonic()
+started, started_at = time.monotonic(), time.time()
 pid = os.fork()
 if pid == 0:
     os.execv(sys.executable, [sys.executable, *sys.argv[2:]])
 _, status, usage = os.wait4(pid, 0)
-ended = time.monotonic()
+ended, ended_at = time.monotonic(), time.time()
 with open(sys.argv[1], "w") as f:
     json.dump({"maxrss_kib": usage.ru_maxrss, "cpu_s": usage.ru_utime + usage.ru_stime, "started": started,
-               "ended": ended}, f)
+               "ended": ended, "started_at": started_at, "ended_at": ended_at}, f)
 sys.exit(os.waitstatus_to_exitcode(status))
 """
 POLL_S = 0.05  # how often the launcher's exit is checked and VmHWM read (a cross-check of wait4's peak)
@@ -181,7 +184,8 @@ def run_monitored(args: list[str], env: dict, log_path: Path, tick, timeout_s: f
     usage = json.loads(usage_path.read_text()) if usage_path.exists() else {"maxrss_kib": 0, "cpu_s": None}
     if "ended" in usage:
         wall = usage["ended"] - usage["started"]
-    return {"rc": proc.returncode, "wall_s": wall, "cpu_s": usage["cpu_s"], "peak_rss_mib": usage["maxrss_kib"] / 1024,
+    return {"rc": proc.returncode, "wall_s": wall, "started_at": usage.get("started_at"),
+            "ended_at": usage.get("ended_at"), "cpu_s": usage["cpu_s"], "peak_rss_mib": usage["maxrss_kib"] / 1024,
             "polled_vmhwm_mib": polled_hwm / 1024, "load1_at_end": os.getloadavg()[0], "log": str(log_path)}
 
 
@@ -215,6 +219,7 @@ def commit_window(out: Path) -> dict:
     end = max(c["committed_at"] for c in commits)
     rows = sum(c["rows_in"] for c in commits)
     return {"rows": rows, "shards": len(commits), "window_s": end - start, "rows_per_s": rows / (end - start),
+            "first_start_at": start, "last_commit_at": end,
             "shard_s_median": statistics.median(c["seconds"] for c in commits),
             "sha256": {c["shard_id"]: c["data_sha256"] for c in commits}}
 
@@ -395,6 +400,7 @@ def phase_a(args, work: Path, url: str) -> dict:
         "local": local, "queued": queued, "local_and_queued_outputs_identical": same_values,
         "rows_per_cpu_s": {"inprocess": sum(r["rows"] for r in inprocess) / sum(r["cpu_s"] for r in inprocess),
                            "local": args.rows / local["cpu_s"], "queued": queued["rows_per_cpu_s"]},
+        "goals": {"queued_steady": STEADY_GOAL, "queued_end_to_end": THROUGHPUT_GOAL},
         "ratios": {"local_end_to_end": local["rows_per_s"] / reference,
                    "local_steady": local["steady"]["rows_per_s"] / reference,
                    "queued_end_to_end": queued["rows_per_s"] / reference,
@@ -487,52 +493,82 @@ def phase_b(args, work: Path, url: str) -> dict:
     shards = -(-args.scale_rows // args.scale_shard_rows)
     say(f"(b) scaling on the simulated engine: {args.scale_rows:,} rows, {shards} shards of "
         f"{args.scale_shard_rows:,}, {batches} forward batches x {args.sim_batch_s}s = {device_s:.0f}s of device "
-        f"time; workers {args.workers}")
+        f"time; workers {args.workers}, {args.scale_rounds} measured job(s) each")
     runs = []
     for n in args.workers:
         say(f"(b) {n} worker(s): starting (backend simulated, QWEN3B_SIM_BATCH_S={args.sim_batch_s})")
         workers, startup_s = start_ready_workers(
             url, args.model, [f"bench-sim{n}-{i}" for i in range(n)], work / "logs", "simulated", args.dtype,
             env={"QWEN3B_SIM_BATCH_S": str(args.sim_batch_s)})
-        say(f"  {n} worker(s) ready after {startup_s:.1f}s (not counted); a warm-up job, then the measured one")
-        out = work / f"out-scale-{n}"
+        say(f"  {n} worker(s) ready after {startup_s:.1f}s (not counted); a warm-up job, then the measured ones")
         try:
             warm = warm_up_workers(url, args.model, workers, "simulated", args.dtype, work, f"sim{n}")
-            cpu0 = worker_cpu(workers)
-            run = run_monitored(submit_args(corpus, args.model, out, f"bench-scale-{n}", "simulated", args.dtype,
-                                            args.scale_shard_rows, "--wait"),
-                                cluster.base_env(url), work / f"scale-{n}.log",
-                                job_ticker(f"{n} worker(s)", out, args.scale_rows))
-            worker_cpu_s = worker_cpu(workers) - cpu0
-            per_worker = {}
-            for c in list_commits(out):
-                per_worker[c["worker"]] = per_worker.get(c["worker"], 0) + 1
+            rounds = [run_scale_job(args, corpus, work, url, workers, k) for k in range(1, args.scale_rounds + 1)]
         finally:
             stop_workers(workers)
-        if run["rc"] != 0:
-            raise RuntimeError(f"the {n}-worker job failed (exit {run['rc']}); see {run['log']}")
-        steady = commit_window(out)
-        steady.pop("sha256")
-        record = {"workers": n, "startup_s": startup_s, "warm_up": warm, "end_to_end_s": run["wall_s"],
-                  "end_to_end_rows_per_s": args.scale_rows / run["wall_s"], "steady": steady,
-                  "status": job_status(out), "shards_per_worker": sorted(per_worker.values()),
-                  "load1_at_end": run["load1_at_end"],
-                  "worker_cpu_s": worker_cpu_s, "worker_cpu_cores": worker_cpu_s / steady["window_s"],
-                  "device_bound_rows_per_s": args.scale_rows * n / device_s}
-        runs.append(record)
-        say(f"  {n} worker(s): steady {steady['rows_per_s']:,.0f} rows/s over {steady['window_s']:.1f}s, end to end "
-            f"{record['end_to_end_rows_per_s']:,.0f} rows/s; shards per worker {record['shards_per_worker']}; "
-            f"workers used {record['worker_cpu_cores']:.2f} cores")
-        if not args.keep:
-            shutil.rmtree(out, ignore_errors=True)
+        runs.append(combine_scale_rounds(rounds, n, startup_s, warm, args.scale_rows * n / device_s))
     base = next((r for r in runs if r["workers"] == 1), None)
     for r in runs:
         if base:
             r["efficiency_steady"] = r["steady"]["rows_per_s"] / (r["workers"] * base["steady"]["rows_per_s"])
             r["efficiency_end_to_end"] = r["end_to_end_rows_per_s"] / (r["workers"] * base["end_to_end_rows_per_s"])
+            r["efficiency_end_to_end_range"] = [
+                min(k["end_to_end_rows_per_s"] for k in r["rounds"]) / (r["workers"] * base["end_to_end_rows_per_s"]),
+                max(k["end_to_end_rows_per_s"] for k in r["rounds"]) / (r["workers"] * base["end_to_end_rows_per_s"])]
         r["of_device_bound"] = r["steady"]["rows_per_s"] / r["device_bound_rows_per_s"]
     return {"rows": args.scale_rows, "shard_rows": args.scale_shard_rows, "sim_batch_s": args.sim_batch_s,
-            "forward_batches": batches, "device_s": device_s, "runs": runs}
+            "forward_batches": batches, "device_s": device_s, "rounds": args.scale_rounds,
+            "goals": {"efficiency_steady": SCALING_GOAL, "efficiency_end_to_end": SCALING_GOAL}, "runs": runs}
+
+
+def run_scale_job(args, corpus: Path, work: Path, url: str, workers: list[cluster.Worker], k: int) -> dict:
+    """One measured job over the ready workers: end to end from the producer's spawn to its exit,
+    steady from the commit records."""
+    n, out = len(workers), work / f"out-scale-{len(workers)}-{k}"
+    cpu0 = worker_cpu(workers)
+    run = run_monitored(submit_args(corpus, args.model, out, f"bench-scale-{n}-{k}", "simulated", args.dtype,
+                                    args.scale_shard_rows, "--wait"),
+                        cluster.base_env(url), work / f"scale-{n}-{k}.log", job_ticker(f"{n} worker(s)", out, args.scale_rows))
+    worker_cpu_s = worker_cpu(workers) - cpu0
+    if run["rc"] != 0:
+        raise RuntimeError(f"the {n}-worker job failed (exit {run['rc']}); see {run['log']}")
+    per_worker = {}
+    for c in list_commits(out):
+        per_worker[c["worker"]] = per_worker.get(c["worker"], 0) + 1
+    steady = commit_window(out)
+    steady.pop("sha256")
+    record = {"end_to_end_s": run["wall_s"], "end_to_end_rows_per_s": args.scale_rows / run["wall_s"],
+              "steady": steady, "status": job_status(out), "shards_per_worker": sorted(per_worker.values()),
+              "load1_at_end": run["load1_at_end"], "worker_cpu_s": worker_cpu_s,
+              "worker_cpu_cores": worker_cpu_s / steady["window_s"],
+              # spawn -> first shard's start, last commit -> exit: the producer's fixed costs
+              "head_s": steady["first_start_at"] - run["started_at"],
+              "tail_s": run["ended_at"] - steady["last_commit_at"]}
+    say(f"  {n} worker(s), job {k}: steady {steady['rows_per_s']:,.0f} rows/s over {steady['window_s']:.1f}s, end to "
+        f"end {record['end_to_end_rows_per_s']:,.0f} rows/s (head {record['head_s']:.2f}s, tail "
+        f"{record['tail_s']:.2f}s); shards per worker {record['shards_per_worker']}; workers used "
+        f"{record['worker_cpu_cores']:.2f} cores")
+    if not args.keep:
+        shutil.rmtree(out, ignore_errors=True)
+    return record
+
+
+def combine_scale_rounds(rounds: list[dict], n: int, startup_s: float, warm: dict, device_bound: float) -> dict:
+    """One worker count's jobs as one record: the median job by end-to-end rate stands for them (a
+    job of a few seconds on a shared machine is one draw), and every job is kept."""
+    median = sorted(rounds, key=lambda r: r["end_to_end_rows_per_s"])[(len(rounds) - 1) // 2]
+    statuses = sorted({r["status"] for r in rounds})
+    return {"workers": n, "startup_s": startup_s, "warm_up": warm, "rounds": rounds,
+            "end_to_end_s": median["end_to_end_s"], "end_to_end_rows_per_s": median["end_to_end_rows_per_s"],
+            "steady": median_steady(rounds), "status": statuses[0] if len(statuses) == 1 else ", ".join(statuses),
+            "shards_per_worker": median["shards_per_worker"], "load1_at_end": median["load1_at_end"], "head_s": median["head_s"], "tail_s": median["tail_s"],
+            "worker_cpu_cores": statistics.median(r["worker_cpu_cores"] for r in rounds),
+            "device_bound_rows_per_s": device_bound}
+
+
+def median_steady(rounds: list[dict]) -> dict:
+    """The median job by steady rate, its figures as they were."""
+    return dict(sorted((r["steady"] for r in rounds), key=lambda s: s["rows_per_s"])[(len(rounds) - 1) // 2])
 
 
 # --- (d) one worker's memory over many shards -------------------------------------------------------
@@ -694,15 +730,20 @@ def table(results: dict) -> str:
         lines += [f"(b) scaling, simulated engine ({b['sim_batch_s']}s per forward batch), {b['rows']:,} rows, shards of "
                   f"{b['shard_rows']:,}, {b['forward_batches']} batches = {b['device_s']:.0f}s device time",
                   f"    {'workers':>7}{'steady rows/s':>15}{'efficiency':>12}{'e2e rows/s':>12}{'e2e eff.':>10}"
-                  f"{'window s':>10}{'of device-bound':>17}{'worker cores':>14}{'load1':>7}  shards/worker"]
+                  f"{'jobs':>11}{'head s':>8}{'tail s':>8}{'window s':>10}{'of device-bound':>17}{'worker cores':>14}"
+                  f"{'load1':>7}  shards/worker"]
         for r in b["runs"]:
+            spread = "-".join(f"{e:.0%}" for e in r.get("efficiency_end_to_end_range", []))
             lines.append(f"    {r['workers']:>7}{r['steady']['rows_per_s']:>15,.0f}{r.get('efficiency_steady', 0):>12.0%}"
-                         f"{r['end_to_end_rows_per_s']:>12,.0f}{r.get('efficiency_end_to_end', 0):>10.0%}"
+                         f"{r['end_to_end_rows_per_s']:>12,.0f}{r.get('efficiency_end_to_end', 0):>10.0%}{spread:>11}"
+                         f"{r['head_s']:>8.2f}{r['tail_s']:>8.2f}"
                          f"{r['steady']['window_s']:>10.1f}{r['of_device_bound']:>17.0%}{r['worker_cpu_cores']:>14.2f}"
                          f"{r['load1_at_end']:>7.1f}  {r['shards_per_worker']}")
         cold = max(r["warm_up"]["slowest_shard_s"] for r in b["runs"])
         lines.append(f"    each count ran a warm-up job first (slowest first shard on a fresh worker {cold:.1f}s, "
-                     f"vs {b['sim_batch_s']}s device time per batch); window = first shard start to last commit")
+                     f"vs {b['sim_batch_s']}s device time per batch); window = first shard start to last commit;")
+        lines.append(f"    {b['rounds']} measured job(s) per count, the median shown; jobs: the end-to-end efficiency of "
+                     "each; head = producer spawn to first shard start, tail = last commit to producer exit")
         top = max(b["runs"], key=lambda r: r["workers"])
         if "efficiency_steady" in top:
             lines.append(f"    goal >= {SCALING_GOAL:.0%} at {top['workers']} workers: steady {top['efficiency_steady']:.0%} "
@@ -772,6 +813,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--workers", type=int_list("--workers"), default=[1, 2, 4, 8], help="(b) worker counts")
     ap.add_argument("--scale-rows", type=int, default=8_192, help="(b) corpus rows")
     ap.add_argument("--scale-shard-rows", type=int, default=256, help="(b) rows per shard")
+    ap.add_argument("--scale-rounds", type=int, default=3, help="(b) measured jobs per worker count (the median counts)")
     ap.add_argument("--sim-batch-s", type=float, default=2.0, help="(b) simulated device seconds per batch")
     ap.add_argument("--memory-rows", type=int_list("--memory-rows"), default=[100_000, 1_000_000], help="(c) corpus sizes")
     ap.add_argument("--memory-shard-rows", type=int, default=10_000, help="(c) rows per shard (the default)")
