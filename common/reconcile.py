@@ -26,7 +26,7 @@ import redis
 
 from common import defaults, dispatch, heartbeats, job_registry, keys
 from common.errors import Qwen3BatchError
-from common.io.store import OutputStore
+from common.io.store import PLAN, OutputStore
 from common.jobstate import JobCheckError, JobState, finalize, read_state
 from common.paths import is_within
 from common.schemas import Plan
@@ -79,6 +79,10 @@ def find_orphans(state: JobState, seen: Deliveries, now: float, grace_s: float) 
             continue
         orphans.append(shard_id)
     return orphans
+
+
+class OutputGone(Qwen3BatchError):
+    """A watched job's output holds no plan any more: someone deleted it. It is not recomputed."""
 
 
 @dataclass
@@ -167,6 +171,7 @@ class Reconciler:
                 try:
                     store, plan = self.store_for(output)
                 except (Qwen3BatchError, OSError, ValueError):
+                    self.known.pop(job_id, None)
                     job_registry.forget(self.root, job_id)  # its output was deleted
                     continue
                 if read_state(store, plan).finished:
@@ -178,10 +183,17 @@ class Reconciler:
         return watched
 
     def store_for(self, output: str) -> tuple[OutputStore, Plan]:
-        if output not in self.stores:
-            store = OutputStore(output)
-            self.stores[output] = (store, store.load_plan())
-        return self.stores[output]
+        """The output's store and plan, parsed once, the plan's presence checked on every pass: an
+        output deleted after a pass parsed it (a finished job's, by its user) would otherwise read as
+        a job with no shard done, and be computed again into the folder the user just deleted."""
+        cached = self.stores.get(output)
+        store = cached[0] if cached else OutputStore(output)
+        if not store.has_plan():
+            self.stores.pop(output, None)
+            raise OutputGone(f"{output} holds no job any more (its {PLAN} is gone)")
+        if cached is None:
+            cached = self.stores[output] = (store, store.load_plan())
+        return cached
 
     def run_once(self) -> list[Outcome]:
         outcomes = []
@@ -191,6 +203,12 @@ class Reconciler:
                 if plan.job_id != job_id:
                     continue
                 outcome = reconcile_job(self.client, self.publish, store, plan, self.grace_s, lock_s=self.interval_s)
+            except OutputGone as exc:
+                log.warning("reconciler: job %s: %s: no longer watched, nothing published again", job_id, exc)
+                self.known.pop(job_id, None)
+                job_registry.forget(self.root, job_id)
+                dispatch.forget_job(self.client, job_id)
+                continue
             except (Qwen3BatchError, OSError, ValueError) as exc:
                 log.warning("reconciler: job %s at %s: %s", job_id, output, exc)
                 continue

@@ -1,16 +1,22 @@
 """Bulk jobs through Celery and a real Redis, with real worker processes (issue 3)."""
 
 import json
+import shutil
 
 import numpy as np
 import pyarrow.dataset as ds
 import pytest
 
+from common import dispatch, keys
 from common.io.store import OutputStore
 from common.jobstate import read_state
+from common.reconcile import Reconciler
+from common.schemas import JobSpec, ModelRef
+from producer.plan import plan_job
 from tests.integration.conftest import assert_every_id_exactly_once, wait_until_finished, write_corpus
 
 pytestmark = pytest.mark.slow
+MODEL = ModelRef(source="/models/m", identity="0" * 64, tag="m-00000000")
 
 
 def test_a_10000_row_job_over_two_workers_returns_every_id_exactly_once(local_cluster, tiny_embed_model, tmp_path):
@@ -161,3 +167,44 @@ def test_a_different_job_into_an_existing_output_is_refused(local_cluster, tiny_
     assert second.returncode == 2
     assert "already holds job" in second.stderr
     assert json.loads((out / "_plan.json").read_text())["spec"]["dtype"] == "fp32"
+
+
+
+def test_a_finished_jobs_output_that_the_user_deletes_is_not_computed_again(redis_server, tmp_path):
+    # Given a job a worker's reconciler has watched (and parsed) while it ran
+    write_corpus(tmp_path / "corpus.jsonl", 40)
+    out, client, published = tmp_path / "out", redis_server.client(), []
+    plan, _ = plan_job(str(tmp_path / "corpus.jsonl"), JobSpec(model=MODEL, shard_rows=10), OutputStore(out))
+    dispatch.register_job(client, plan, str(out))
+    reconciler = Reconciler(client, lambda plan, output, shards: published.append(shards) or len(shards),
+                            str(tmp_path))
+    reconciler.remember(plan.job_id, str(out))
+    reconciler.run_once()
+    # When the job is finished and forgotten in Redis, and then the user deletes its output
+    dispatch.forget_job(client, plan.job_id)
+    shutil.rmtree(out)
+    published.clear()
+    reconciler.run_once()
+    # Then no shard is published again, the job is not watched again, and its output stays deleted
+    assert published == []
+    assert not client.sismember(keys.active_jobs(), plan.job_id)
+    assert reconciler.run_once() == [] and not out.exists()
+
+
+def test_a_running_jobs_output_deleted_under_it_stops_being_watched_and_nothing_is_published(redis_server,
+                                                                                            tmp_path):
+    # Given a job still active in Redis that a worker's reconciler has parsed
+    write_corpus(tmp_path / "corpus.jsonl", 40)
+    out, client, published = tmp_path / "out", redis_server.client(), []
+    plan, _ = plan_job(str(tmp_path / "corpus.jsonl"), JobSpec(model=MODEL, shard_rows=10), OutputStore(out))
+    dispatch.register_job(client, plan, str(out))
+    reconciler = Reconciler(client, lambda plan, output, shards: published.append(shards) or len(shards),
+                            str(tmp_path))
+    reconciler.run_once()
+    published.clear()
+    # When its output is deleted
+    shutil.rmtree(out)
+    reconciler.run_once()
+    # Then nothing is published into the deleted folder, and Redis no longer lists the job as active
+    assert published == [] and not out.exists()
+    assert not client.sismember(keys.active_jobs(), plan.job_id)
