@@ -132,12 +132,12 @@ def base_env(broker_url: str, extra: dict | None = None) -> dict:
 
 def start_worker(broker_url: str, model: str, name: str, logdir: Path, task: str = "embed", dtype: str = "fp32",
                  backend: str = "torch", env: dict | None = None, pool: str = "prefork",
-                 threads: int | None = None) -> Worker:
+                 threads: int | None = None, device: str = "cpu") -> Worker:
     extra = dict(env or {})
     if threads:
         extra.setdefault("OMP_NUM_THREADS", str(threads))
     return start_cli(["workers", "start", "--model", model, "--task", task, "--dtype", dtype, "--backend", backend,
-                      "--name", name, "--pool", pool], name, broker_url, logdir, extra)
+                      "--device", device, "--name", name, "--pool", pool], name, broker_url, logdir, extra)
 
 
 def start_compile_worker(broker_url: str, name: str, logdir: Path, env: dict | None = None,

@@ -220,7 +220,7 @@ def pipeline(path: Path, d: dict) -> str:
                   f"fresh process; the {len(rounds) + 1} in-process runs spread {pct(a['inprocess_spread'])} (max - min "
                   "over mean), and each job ran at " + ", ".join(pct(r["vs_neighbours"]) for r in rounds)
                   + " of the in-process runs either side of it.") if rounds else ""
-        out.append(f"(a) {a['rows']:,} rows, {a['dtype']}, model `{Path(a['model']).name}`: the pipeline's own cost "
+        out.append(f"(a) {a['rows']:,} rows, {a['dtype']} on {a.get('device', 'cpu')}, model `{Path(a['model']).name}`: the pipeline's own cost "
                    "is the difference." + design + "\n\n" + table(["mode", "steady rows/s", "steady vs in-process",
                                               "end to end (start, load, plan, commits)"], rows) + "\n\n"
                    + goals_line(a.get("goals"), [("queued steady", "queued_steady", a["ratios"]["queued_steady"]),

@@ -2,9 +2,11 @@
 
 import json
 import os
+import shutil
 import struct
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -126,3 +128,36 @@ def test_the_gpu_script_says_what_it_will_run_and_compares_compiled_graphs_with_
     for mode in ("inductor", "cudagraphs"):
         [compiled] = [c for c in commands if f"--torch-compile {mode}" in c]
         assert "--sweep-seqlen 512" in compiled and "--devices cuda:0" in compiled
+
+
+def test_the_gpu_script_runs_a_queued_job_on_the_card_against_the_engine_in_process():
+    done = subprocess.run(["bash", "scripts/gpu-bench.sh", "--dry-run", "--redis-server", shutil.which("redis-server")],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHON": sys.executable})
+    assert done.returncode == 0, done.stderr
+    [queued] = [line for line in done.stdout.splitlines() if line.startswith("+ ") and "workers.bench.pipeline" in line]
+    assert "--phases a --device cuda:0" in queued and "--dtype bf16" in queued
+    assert queued.endswith("--out bench-results/pipeline-cuda.json")
+
+
+def test_the_gpu_script_refuses_a_redis_server_that_is_not_there():
+    done = subprocess.run(["bash", "scripts/gpu-bench.sh", "--dry-run", "--redis-server", "/no/such/redis-server"],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHON": sys.executable})
+    assert done.returncode == 1
+    assert "--redis-server /no/such/redis-server is not an executable file" in done.stderr
+
+
+def test_the_gpu_scripts_smoke_run_on_the_cpu_packs_every_figure_including_the_queued_jobs(tmp_path):
+    # The whole script on the tiny models, the queued job included, as a lent card would run it
+    done = subprocess.run(["bash", "scripts/gpu-bench.sh", "--smoke", "--device", "cpu", "--out-dir",
+                           str(tmp_path / "figures"), "--tar", str(tmp_path / "figures.tgz")],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHON": sys.executable})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    with tarfile.open(tmp_path / "figures.tgz") as packed:
+        names = set(packed.getnames())
+    assert {"perf-cpu-smoke-embed-bf16.json", "perf-cpu-smoke-rerank-bf16.json",
+            "perf-cpu-smoke-embed-bf16-inductor.json", "pipeline-cpu-smoke.json"} <= names
+    queued = json.loads((tmp_path / "figures" / "pipeline-cpu-smoke.json").read_text())["a"]
+    assert queued["device"] == "cpu" and queued["queued"]["status"] == "completed"

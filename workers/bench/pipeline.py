@@ -38,8 +38,9 @@ scale, and whether memory stays flat as the corpus grows. One run, one corpus, o
     a shard still grows by only a few percent. 32 shards (8,192 rows) give every worker the same 4
     at 8 workers, and the 1-worker run takes about 70s. Every worker count gets a warm-up job
     first (see warm_up_workers).
-(d) one worker's memory as it runs a job of 200 small shards (the tiny model unless --worker-memory-model), per backend and dtype (torch fp32 and
-    bf16 by default): resident memory and its high-water mark from the worker's heartbeat after each
+(d) one worker's memory as it runs a job of 200 small shards (the tiny model unless --worker-memory-model),
+    per backend and dtype (torch fp32 and bf16, onnx fp32 and int8 by default; the onnx artifacts are
+    compiled first): resident memory and its high-water mark from the worker's heartbeat after each
     shard (workers/memory.py; and the CUDA peak allocation on a GPU). Goal: nothing grows with the
     number of shards run (the end within 5% of the first tenth).
 (c) peak memory while submitting (planning + enqueueing, no workers) a 100,000-row and a
@@ -260,10 +261,10 @@ def stop_workers(workers: list[cluster.Worker], timeout_s: float = 30) -> None:
 
 
 def start_ready_workers(url: str, model: Path, names: list[str], logdir: Path, backend: str, dtype: str,
-                        env: dict | None = None) -> tuple[list[cluster.Worker], float]:
+                        env: dict | None = None, device: str = "cpu") -> tuple[list[cluster.Worker], float]:
     started = time.perf_counter()
     workers = [cluster.start_worker(url, str(model), name, logdir, dtype=dtype, backend=backend,
-                                    env=dict(WORKER_ENV, **(env or {})))
+                                    env=dict(WORKER_ENV, **(env or {})), device=device)
                for name in names]
     try:
         cluster.wait_for_workers(redis_client(url), workers, timeout_s=300)
@@ -274,7 +275,7 @@ def start_ready_workers(url: str, model: Path, names: list[str], logdir: Path, b
 
 
 def warm_up_workers(url: str, model: Path, workers: list[cluster.Worker], backend: str, dtype: str,
-                    work: Path, label: str) -> dict:
+                    work: Path, label: str, env: dict | None = None) -> dict:
     """A tiny job of two 16-row shards per worker before the measured one. A fresh worker's first
     shard pays one-off costs (lazy imports, first calls into pyarrow and the tokenizer) that a
     long-lived worker pays once in its life, not once per job; measured on cold workers they would
@@ -282,7 +283,7 @@ def warm_up_workers(url: str, model: Path, workers: list[cluster.Worker], backen
     corpus = write_corpus(work / f"corpus-warmup-{label}.jsonl", 2 * 16 * len(workers))
     out = work / f"out-warmup-{label}"
     run = run_monitored(submit_args(corpus, model, out, f"bench-warmup-{label}", backend, dtype, 16, "--wait"),
-                        cluster.base_env(url), work / f"warmup-{label}.log", lambda *_: None)
+                        cluster.base_env(url, env), work / f"warmup-{label}.log", lambda *_: None)
     if run["rc"] != 0:
         raise RuntimeError(f"the warm-up job failed (exit {run['rc']}); see {run['log']}")
     commits = list_commits(out)
@@ -307,7 +308,7 @@ def worker_cpu(workers: list[cluster.Worker]) -> float:
 
 # --- (a) in-process, --local, queued ----------------------------------------------------------------
 def inprocess_child(model: str, corpus: str, dtype: str, result: str, stop_after_s: str = "0",
-                    min_rows: str = "0") -> None:
+                    min_rows: str = "0", device: str = "cpu") -> None:
     """Runs in its own process (so torch's threads and memory are gone before the next mode).
     stop_after_s > 0: stop at the first chunk boundary past that time, once min_rows are done."""
     from common import defaults
@@ -315,7 +316,7 @@ def inprocess_child(model: str, corpus: str, dtype: str, result: str, stop_after
     from workers.engines.registry import create_engine
 
     started = time.perf_counter()
-    engine = create_engine(EngineSpec(model=model, dtype=dtype))
+    engine = create_engine(EngineSpec(model=model, dtype=dtype, device=device))
     engine.embed(["warm up"])
     load_s = time.perf_counter() - started
     texts = [json.loads(line)["text"] for line in open(corpus, encoding="utf-8")]
@@ -338,13 +339,13 @@ def inprocess_child(model: str, corpus: str, dtype: str, result: str, stop_after
 
 
 def run_inprocess(model: Path, corpus: Path, dtype: str, work: Path, label: str, stop_after_s: float = 0,
-                  min_rows: int = 0) -> dict:
+                  min_rows: int = 0, device: str = "cpu") -> dict:
     say(f"(a) in-process engine ({label}): loading the torch engine, then engine.embed over {corpus.name}"
         + (f" for about {stop_after_s:.0f}s (sizes the corpus of the other modes)" if stop_after_s else ""))
     result = work / f"inprocess-{label}.json"
     env = cluster.base_env("redis://unused")
     done = subprocess.run([sys.executable, "-m", "workers.bench.pipeline", "--child-inprocess",
-                           str(model), str(corpus), dtype, str(result), str(stop_after_s), str(min_rows)],
+                           str(model), str(corpus), dtype, str(result), str(stop_after_s), str(min_rows), device],
                           env=env, cwd=REPO_ROOT)
     if done.returncode:
         raise RuntimeError(f"the in-process run failed (exit {done.returncode})")
@@ -356,15 +357,16 @@ def run_inprocess(model: Path, corpus: Path, dtype: str, work: Path, label: str,
 
 
 def phase_a(args, work: Path, url: str) -> dict:
-    say(f"(a) model {args.model}, dtype {args.dtype}, shards of {args.shard_rows:,} rows, {args.rounds} queued rounds")
+    say(f"(a) model {args.model}, dtype {args.dtype}, device {args.device}, shards of {args.shard_rows:,} rows, "
+        f"{args.rounds} queued rounds")
     if args.rows:
         corpus = write_corpus(work / "corpus-a.jsonl", args.rows)
-        first = run_inprocess(args.model, corpus, args.dtype, work, "1")
+        first = run_inprocess(args.model, corpus, args.dtype, work, "1", device=args.device)
     else:
         # The corpus is sized so each mode runs about --target-s on this machine as it is now:
         # big enough that fixed costs (process start, planning, the 1s progress poll) stay small.
         big = write_corpus(work / "corpus-a-max.jsonl", args.max_rows)
-        first = run_inprocess(args.model, big, args.dtype, work, "1", args.target_s, args.min_rows)
+        first = run_inprocess(args.model, big, args.dtype, work, "1", args.target_s, args.min_rows, args.device)
         big.unlink()
         corpus = write_corpus(work / "corpus-a.jsonl", first["rows"])
     sized_by_time, args.rows = not args.rows, first["rows"]
@@ -373,14 +375,15 @@ def phase_a(args, work: Path, url: str) -> dict:
     inprocess, queued_runs, warm, startup_s = [first], [], None, 0.0
     say(f"(a) queued: starting ONE torch worker (workers start), waiting for its heartbeat; then {args.rounds} rounds "
         "of a queued job and an in-process run, alternating, so drift of a shared machine hits both alike")
-    workers, startup_s = start_ready_workers(url, args.model, ["bench-torch-1"], work / "logs", "torch", args.dtype)
+    workers, startup_s = start_ready_workers(url, args.model, ["bench-torch-1"], work / "logs", "torch", args.dtype,
+                                             device=args.device)
     say(f"  worker ready after {startup_s:.1f}s (not counted); a warm-up job, then the measured ones with --wait")
     try:
         warm = warm_up_workers(url, args.model, workers, "torch", args.dtype, work, "torch")
         for k in range(1, args.rounds + 1):
             queued_runs.append(run_queued(args, corpus, work, url, workers, k))
             # The worker stays up, idle, while the engine runs alone: it is what a deployment has.
-            inprocess.append(run_inprocess(args.model, corpus, args.dtype, work, str(k + 1)))
+            inprocess.append(run_inprocess(args.model, corpus, args.dtype, work, str(k + 1), device=args.device))
     finally:
         stop_workers(workers)
     queued = combine_queued(queued_runs, startup_s, warm)
@@ -394,7 +397,7 @@ def phase_a(args, work: Path, url: str) -> dict:
     rates = [r["rows_per_s"] for r in inprocess]
     return {
         "rows": args.rows, "rows_sized_by_time": sized_by_time, "target_s": args.target_s, "shard_rows": args.shard_rows,
-        "dtype": args.dtype, "model": str(args.model), "rounds": args.rounds,
+        "dtype": args.dtype, "device": args.device, "model": str(args.model), "rounds": args.rounds,
         "inprocess_runs": inprocess, "inprocess_before": inprocess[0], "inprocess_after": inprocess[-1],
         "inprocess_rows_per_s": reference, "inprocess_spread": (max(rates) - min(rates)) / reference,
         "local": local, "queued": queued, "local_and_queued_outputs_identical": same_values,
@@ -421,7 +424,7 @@ def run_local(args, corpus: Path, work: Path, url: str) -> dict:
     say("(a) --local: producer submit --local, timed end to end (process start, model load, planning, commits)")
     out = work / "out-local"
     local = run_monitored(submit_args(corpus, args.model, out, "bench-local", "torch", args.dtype, args.shard_rows,
-                                      "--local"),
+                                      "--local", "--device", args.device),
                           cluster.base_env(url), work / "local.log", job_ticker("--local", out, args.rows))
     if local["rc"] != 0:
         raise RuntimeError(f"--local failed (exit {local['rc']}); see {local['log']}")
@@ -585,16 +588,17 @@ def phase_d(args, work: Path, url: str) -> dict:
     for backend_dtype in args.worker_memory_engines:
         backend, dtype = backend_dtype.split(":")
         label = f"{backend}-{dtype}"
+        env = compile_artifacts(model, backend, dtype, work) if backend in COMPILED_BACKENDS else {}
         say(f"(d) {label}: one worker, {n_shards} shards of {shard_rows} rows")
-        workers, _ = start_ready_workers(url, model, [f"bench-mem-{label}"], work / "logs", backend, dtype)
+        workers, _ = start_ready_workers(url, model, [f"bench-mem-{label}"], work / "logs", backend, dtype, env=env)
         samples: dict[int, dict] = {}
         try:
-            warm_up_workers(url, model, workers, backend, dtype, work, f"mem-{label}")
+            warm_up_workers(url, model, workers, backend, dtype, work, f"mem-{label}", env)
             base_done = None
             proc = subprocess.Popen([sys.executable, *submit_args(corpus, model, work / f"out-mem-{label}",
                                                                   f"bench-mem-{label}", backend, dtype, shard_rows,
                                                                   "--wait")],
-                                    env=cluster.base_env(url), cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
+                                    env=cluster.base_env(url, env), cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
                                     stderr=subprocess.STDOUT)
             while proc.poll() is None:
                 for beat in heartbeats.live_workers(client):
@@ -624,6 +628,23 @@ def phase_d(args, work: Path, url: str) -> dict:
             f"peak {record['peak_rss_mib']:.0f} MiB")
     return {"shards": n_shards, "shard_rows": shard_rows, "model": str(model), "runs": runs,
             "goal": "no growth: resident memory at the end within 5% of the first tenth's", "flat_goal": 1.05}
+
+
+COMPILED_BACKENDS = ("onnx",)  # a worker of these serves artifacts: built here first, as a deployment would
+
+
+def compile_artifacts(model: Path, backend: str, dtype: str, work: Path) -> dict:
+    """`producer compile --local` of the job's default lengths into a store in the work folder;
+    returns the environment that points a worker and the producer at it."""
+    env = {"QWEN3B_ARTIFACT_STORE": str(work / "artifacts")}
+    say(f"(d) {backend}-{dtype}: compiling the artifacts first (producer compile --local; not measured)")
+    done = subprocess.run([sys.executable, "-m", "producer", "compile", "--model", str(model), "--backend", backend,
+                           "--dtype", dtype, "--local"], env=cluster.base_env("redis://unused", env), cwd=REPO_ROOT,
+                          stdout=open(work / f"compile-{backend}-{dtype}.log", "ab"), stderr=subprocess.STDOUT)
+    if done.returncode:
+        raise RuntimeError(f"producer compile --backend {backend} --dtype {dtype} failed (exit {done.returncode}); "
+                           f"see {work / f'compile-{backend}-{dtype}.log'}")
+    return env
 
 
 # --- (c) memory while submitting ----------------------------------------------------------------------
@@ -695,8 +716,8 @@ def table(results: dict) -> str:
         local, queued = a["local"], a["queued"]
         runs = a.get("inprocess_runs") or [a["inprocess_before"], a["inprocess_after"]]
         rounds = queued.get("rounds", [])
-        lines += [f"(a) throughput, torch engine, {a['rows']:,} STS12 rows, model {Path(a['model']).name} (random weights), {a['dtype']}, "
-                  f"shards of {a['shard_rows']:,}",
+        lines += [f"(a) throughput, torch engine, {a['rows']:,} STS12 rows, model {Path(a['model']).name} (random weights), {a['dtype']} "
+                  f"on {a.get('device', 'cpu')}, shards of {a['shard_rows']:,}",
                   f"    {'mode':<36}{'seconds':>9}{'rows/s':>10}{'vs in-proc.':>14}{'rows/CPU-s':>12}{'vs in-proc.':>12}"
                   f"{'load1':>7}",
                   *[row(f"in-process {i + 1}", r["seconds"], r["rows_per_s"], r["cpu_s"], r["load1_at_end"])
@@ -797,12 +818,14 @@ def int_list(option: str):
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--child-inprocess"]:
-        inprocess_child(*argv[1:7])
+        inprocess_child(*argv[1:8])
         return
     ap = argparse.ArgumentParser(prog="python -m workers.bench.pipeline",
                                  description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="embedding model folder (default: tiny)")
     ap.add_argument("--dtype", default="fp32")
+    ap.add_argument("--device", default="cpu", help="(a) where the in-process engine, --local and the worker run: "
+                                                    "cpu or cuda:N (b, c and d run on the CPU)")
     ap.add_argument("--phases", default="a,b,c,d", help="which of a, b, c, d to run")
     ap.add_argument("--rows", type=int, default=0, help="(a) corpus rows; 0: sized by --target-s")
     ap.add_argument("--target-s", type=float, default=60, help="(a) seconds per mode the corpus is sized for")
@@ -823,7 +846,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="(d) the model (default: tiny; growth is the pipeline's, and 200 shards of the 0.6B "
                          "shape take a quarter of an hour on 2 cores)")
     ap.add_argument("--worker-memory-engines", type=lambda s: [x.strip() for x in s.split(",") if x.strip()],
-                    default=["torch:fp32", "torch:bf16"], help="(d) backend:dtype pairs, one worker each")
+                    default=["torch:fp32", "torch:bf16", "onnx:fp32", "onnx:int8"],
+                    help="(d) backend:dtype pairs, one worker each (onnx: its artifacts are compiled first)")
     ap.add_argument("--out", type=Path, default=Path("bench-results/pipeline-cpu.json"))
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder (corpora, outputs, logs)")
     args = ap.parse_args(argv)
