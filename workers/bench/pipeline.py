@@ -564,7 +564,8 @@ def combine_scale_rounds(rounds: list[dict], n: int, startup_s: float, warm: dic
     return {"workers": n, "startup_s": startup_s, "warm_up": warm, "rounds": rounds,
             "end_to_end_s": median["end_to_end_s"], "end_to_end_rows_per_s": median["end_to_end_rows_per_s"],
             "steady": median_steady(rounds), "status": statuses[0] if len(statuses) == 1 else ", ".join(statuses),
-            "shards_per_worker": median["shards_per_worker"], "load1_at_end": median["load1_at_end"], "head_s": median["head_s"], "tail_s": median["tail_s"],
+            "shards_per_worker": median["shards_per_worker"], "load1_at_end": median["load1_at_end"],
+            "head_s": median["head_s"], "tail_s": median["tail_s"],
             "worker_cpu_cores": statistics.median(r["worker_cpu_cores"] for r in rounds),
             "device_bound_rows_per_s": device_bound}
 
@@ -734,7 +735,8 @@ def table(results: dict) -> str:
                   "during the job + the producer. load1: the machine's 1-minute load average as the mode ended",
                   f"    planning: --local {local['planning_s']}s, queued {queued['planning_s']}s; worker start-up "
                   f"{queued['worker_startup_s']:.1f}s and its first (cold) shard {queued['warm_up']['slowest_shard_s']:.1f}s "
-                  f"vs {queued['warm_up']['median_shard_s']:.1f}s warm (warm-up job, excluded); in-process runs spread {a['inprocess_spread']:.0%} (max - min) / mean; "
+                  f"vs {queued['warm_up']['median_shard_s']:.1f}s warm (warm-up job, excluded); "
+                  f"in-process runs spread {a['inprocess_spread']:.0%} (max - min) / mean; "
                   f"--local and queued (round 1) wrote the same values: {a['local_and_queued_outputs_identical']}",
                   *(["    each queued job vs the in-process runs either side of it: "
                      + ", ".join(f"{r['vs_neighbours']:.1%}" for r in rounds)] if rounds else []),
