@@ -27,7 +27,7 @@ COPY common ./common
 COPY producer ./producer
 COPY workers ./workers
 # tiny: random-weight demo models; onnx: the compile worker; tools: VACC compile configs; cluster: Flower.
-RUN pip install ".[tiny,onnx,tools,cluster,signing,s3,gcs]"
+RUN pip install ".[tiny,onnx,int8,tools,cluster,signing,s3,gcs]"
 
 # Not root: results are written as this user (docker-compose.yml `user:` maps it to the owner of
 # the output folder on the host).

@@ -33,14 +33,24 @@ def check_device(device: str) -> str:
 
 
 def check_dtype(dtype: str, backend: str) -> str:
-    """The dtype a backend can run: int8 and fp16 ONNX, fp16 VACC exist only as compiled artifacts."""
+    """The dtype a backend can run: fp16 ONNX and VACC exist only as compiled artifacts; int8 is an
+    ONNX artifact or the torch engine's int8 linear layers (torchao, CPU only: see check_int8_device)."""
     if dtype not in DTYPES:
         raise ConfigError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
     compiled = defaults.COMPILE_DTYPES.get(backend)
     if compiled and dtype not in compiled:
         raise ConfigError(f"--dtype {dtype}: {backend} artifacts are compiled in {', '.join(compiled)}")
-    if dtype == "int8" and backend not in COMPILED_BACKENDS:
-        raise ConfigError("--dtype int8 is a compiled dtype: use --backend onnx (after producer compile --dtype int8)")
+    if dtype == "int8" and backend not in (*COMPILED_BACKENDS, "torch"):
+        raise ConfigError(f"--dtype int8: {backend} has no int8; use --backend torch (a CPU) or --backend onnx "
+                          "(after producer compile --dtype int8)")
+    return dtype
+
+
+def check_int8_device(dtype: str, backend: str, device: str) -> str:
+    """The torch engine's int8 (torchao dynamic int8 linear layers) is measured on x86 CPUs only."""
+    if dtype == "int8" and backend == "torch" and not device.strip().lower().startswith("cpu"):
+        raise ConfigError(f"--dtype int8 on the torch backend runs on the CPU only, not {device}: use bf16 on an "
+                          "accelerator")
     return dtype
 
 

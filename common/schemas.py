@@ -83,7 +83,7 @@ class JobSpec(Frozen):
     task: Literal["embed", "rerank"] = "embed"
     model: ModelRef
     backend: str = defaults.DEFAULT_BACKEND
-    dtype: Literal["fp32", "bf16", "fp16", "int8"] = defaults.DEFAULT_DTYPE  # int8: onnx artifacts only
+    dtype: Literal["fp32", "bf16", "fp16", "int8"] = defaults.DEFAULT_DTYPE  # int8: onnx artifacts, or torch on a CPU
     seqlens: tuple[int, ...] = defaults.DEFAULT_SEQLENS
     instruction: str | None = None  # embed: applied with the query template; rerank: the Instruct
     dim: int | None = None

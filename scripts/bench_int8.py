@@ -1,17 +1,19 @@
 """int8 on this CPU, side by side with bf16, on the Qwen3-0.6B shape (RANDOM WEIGHTS), in one process.
 
-    pip install 'torchao==0.18.0'        # not a project dependency: int8 torch is an experiment
+    pip install 'qwen3-batch[int8]'      # torchao==0.18.0 (make setup installs it)
     python scripts/bench_int8.py [--shapes 16x128,4x512] [--reps 3] [--shape 0.6b]
+                                 [--paths bf16_eager,bf16_inductor,int8_dynamic]
                                  [--out bench-results/int8-cpu.json]
 
 For each forward shape (rows x tokens, every row full), on the same token ids:
   bf16 eager          the torch engine as workers run it by default
   bf16 inductor       workers start --torch-compile inductor (frozen weights, dynamic shapes)
-  int8 dynamic        torchao: int8 weights per channel, activations quantised per token at run
-                      time (Int8DynamicActivationInt8WeightConfig), compiled by inductor with frozen
-                      weights (static shapes): the path the ecosystem uses for int8 linear layers
-                      on x86 (AVX512-VNNI / AMX-INT8); fp32 between the linear layers
-  int8 dynamic bf16   the same over the bf16 model (bf16 between the linear layers)
+  int8 dynamic        workers start --dtype int8 (the torch engine's own int8): torchao's int8
+                      weights per channel, activations quantised per token at run time
+                      (Int8DynamicActivationInt8WeightConfig), compiled by inductor with frozen
+                      weights and dynamic shapes: the path the ecosystem uses for int8 linear
+                      layers on x86 (AVX512-VNNI / AMX-INT8); fp32 between the linear layers
+  int8 dynamic bf16   the same over the bf16 model (bf16 between the linear layers), static shapes
   int8 PT2E dynamic   torch.export + torchao's X86InductorQuantizer (dynamic, per channel) +
                       inductor; recorded as an error if the export of the model fails
   int8 PT2E static    the same with static activation scales, calibrated on 4 batches of the shape
@@ -108,7 +110,15 @@ def load(model: Path, dtype: str):
     return TorchEngine(EngineSpec(model=str(model), task="embed", dtype=dtype)).net
 
 
-def int8_dynamic(model: Path, shapes, dtype: str = "fp32"):
+def int8_engine(model: Path):
+    """The module the torch engine runs for --dtype int8 (quantised and compiled as workers do)."""
+    from workers.engines.base import EngineSpec
+    from workers.engines.torch_engine import TorchEngine
+
+    return TorchEngine(EngineSpec(model=str(model), task="embed", dtype="int8")).run_net
+
+
+def int8_dynamic(model: Path, shapes, dtype: str = "bf16"):
     """torchao's dynamic int8 linear layers over the `dtype` model (the activations between them)."""
     import torch
     import torch._inductor.config as inductor_config
@@ -165,20 +175,28 @@ def int8_pt2e(model: Path, shapes, dynamic: bool = True):
     return run
 
 
+PATHS = ("bf16_eager", "bf16_inductor", "int8_dynamic", "int8_dynamic_bf16", "int8_pt2e", "int8_pt2e_static")
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(prog="python scripts/bench_int8.py", description=__doc__.split("\n\n")[0])
     ap.add_argument("--shapes", type=parse_shapes, default=parse_shapes("16x128,4x512"))
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--shape", default="0.6b", choices=("tiny", "0.6b"))
+    ap.add_argument("--paths", type=lambda t: [p.strip() for p in t.split(",") if p.strip()], default=list(PATHS),
+                    help=f"which paths to time (default all: {','.join(PATHS)})")
     ap.add_argument("--out", type=Path, default=REPO / "bench-results" / "int8-cpu.json")
     args = ap.parse_args(argv)
+    unknown = [p for p in args.paths if p not in PATHS]
+    if unknown or "bf16_eager" not in args.paths:
+        ap.error(f"--paths: {unknown or 'bf16_eager is the baseline and must be there'}; choose from {','.join(PATHS)}")
     from common.provenance import confirm, provenance
 
     origin = provenance("python scripts/bench_int8.py")
     try:
         import torchao
     except ImportError:
-        sys.exit("scripts/bench_int8.py needs torchao: pip install 'torchao==0.18.0'")
+        sys.exit("scripts/bench_int8.py needs torchao: pip install 'qwen3-batch[int8]' (torchao==0.18.0)")
     import torch
 
     from workers.device import cpu_threads
@@ -196,12 +214,13 @@ def main(argv=None) -> None:
     bf16 = load(model, "bf16")
     paths = {"bf16_eager": lambda: bf16,
              "bf16_inductor": lambda: compile_model(bf16, torch.device("cpu"), "inductor"),
-             "int8_dynamic": lambda: int8_dynamic(model, args.shapes),
+             "int8_dynamic": lambda: int8_engine(model),
              "int8_dynamic_bf16": lambda: int8_dynamic(model, args.shapes, "bf16"),
              "int8_pt2e": lambda: int8_pt2e(model, args.shapes),
              "int8_pt2e_static": lambda: int8_pt2e(model, args.shapes, dynamic=False)}
+    assert set(paths) == set(PATHS)
     results = {}
-    for name, build in paths.items():
+    for name, build in [(n, paths[n]) for n in PATHS if n in args.paths]:
         torch._dynamo.reset()
         try:
             fn = build()
@@ -233,7 +252,7 @@ def main(argv=None) -> None:
     if bound:
         say(f"bound at {first}: bf16 inductor with {bound['int8_gemm_path']}'s GEMMs ({bound['gemm_speedup']:.2f}x "
             f"faster than bf16's) would run {bound['bound_vs_bf16_inductor']:.2f}x bf16 inductor")
-    out = {"shape": args.shape, "shapes": ["x".join(map(str, s)) for s in args.shapes], "reps": args.reps,
+    out = {"shape": args.shape, "paths": args.paths, "shapes": ["x".join(map(str, s)) for s in args.shapes], "reps": args.reps,
            "torch": torch.__version__, "torchao": torchao.__version__, "threads": torch.get_num_threads(),
            "results": results, "ratios": ratios, "int8_bound": bound, "goal": "int8 >= 1.5x torch bf16, worst cosine to fp32 >= 0.99",
            "label": "RANDOM WEIGHTS", "provenance": confirm(origin)}

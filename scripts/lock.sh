@@ -15,7 +15,7 @@ mkdir -p .cache
 test -x "$TOOLS/bin/pip-compile" || { python3 -m venv "$TOOLS" && "$TOOLS/bin/pip" install -q "pip-tools>=7.4"; }
 echo "$TORCH_SPEC" > .cache/lock-torch.txt
 "$TOOLS/bin/pip-compile" -q --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links \
-  --extra dev --extra s3 --extra gcs --extra signing --extra tiny --extra onnx --extra tools --extra cluster \
+  --extra dev --extra s3 --extra gcs --extra signing --extra tiny --extra onnx --extra int8 --extra tools --extra cluster \
   -c .cache/lock-torch.txt -o requirements.lock pyproject.toml
 "$TOOLS/bin/python" - <<'PY'
 import re

@@ -103,6 +103,7 @@ def shard_worker_spec(model, task, dev, dtype, backend, seqlens, name, settings,
     dtype = options.check_dtype(default_dtype(dev, backend) if dtype == "auto" else dtype, backend)
     lengths = parse_seqlens(seqlens)
     options.check_torch_compile(torch_compile, backend, str(dev))
+    options.check_int8_device(dtype, backend, str(dev))
     ref = model_ref(model)
     if backend != "simulated":
         check = inspect_model(ref.source, task, tokenizer=False)

@@ -28,7 +28,7 @@ class EngineSpec:
     model: str
     task: str = "embed"  # embed | rerank
     backend: str = defaults.DEFAULT_BACKEND
-    dtype: str = defaults.DEFAULT_DTYPE  # fp32 | bf16 | fp16
+    dtype: str = defaults.DEFAULT_DTYPE  # fp32 | bf16 | fp16 | int8 (onnx artifacts; torch on a CPU)
     device: str = defaults.DEFAULT_DEVICE  # cpu | cuda:N | vacc:N
     seqlens: tuple[int, ...] = defaults.DEFAULT_SEQLENS
     batch_tokens: int = defaults.DEFAULT_BATCH_TOKENS
@@ -45,6 +45,7 @@ class EngineSpec:
             raise ConfigError(f"padding_side must be 'left' or 'right', got {self.padding_side!r}")
         object.__setattr__(self, "seqlens", options.validate_seqlens(self.seqlens))
         options.check_torch_compile(self.torch_compile, self.backend, self.device)
+        options.check_int8_device(self.dtype, self.backend, self.device)
 
     @property
     def max_tokens(self) -> int:

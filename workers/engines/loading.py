@@ -8,7 +8,8 @@ from common import checkpoints, defaults
 from common.errors import ModelLoadError
 from workers.models.random_init import is_random_weights
 
-TORCH_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+# int8 loads in fp32: the torch engine quantises its linear layers after loading (torch_engine.py).
+TORCH_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "int8": "float32"}
 
 
 def resolve_source(model: str) -> tuple[str, bool]:

@@ -8,6 +8,9 @@ activation is widened exactly on the way in, the GEMM accumulates in fp32 and th
 rounded back to bf16. That is what a bf16 GEMM computes anyway (bf16 in, fp32 accumulate, bf16
 out), so the numbers are the same up to summation order; see `HalfMatmulViaFp32`. The cost is
 memory: the Linear weights take fp32 room (0.6B: +0.9 GB over bf16, as much as an fp32 engine).
+
+int8 (a CPU only): the fp32 model with torchao's dynamic int8 linear layers, always compiled by
+inductor; see `quantize_linear_int8`.
 """
 
 import logging
@@ -16,7 +19,7 @@ import os
 import numpy as np
 
 from common.defaults import ENDOFTEXT_TOKEN, RERANK_NO_TOKEN, RERANK_YES_TOKEN
-from common.errors import ModelLoadError
+from common.errors import BackendUnavailableError, ModelLoadError
 from workers.batching import Batch
 from workers.device import cpu_threads, parse_device, torch_device
 from workers.engines.base import Engine, EngineSpec, ModelInfo
@@ -48,7 +51,11 @@ class TorchEngine(Engine):
         if self.half_matmul_via_fp32:
             widen_linear_layers(self.net)
         self.info = ModelInfo(net.config.hidden_size, random_weights, spec.model)
-        self.run_net = compile_model(self.net, self.device, spec.torch_compile)
+        compile_mode = spec.torch_compile
+        if spec.dtype == "int8":
+            quantize_linear_int8(self.net)
+            compile_mode = "inductor"  # eager int8 runs no faster than bf16: only compiled does it pay
+        self.run_net = compile_model(self.net, self.device, compile_mode)
         if random_weights:
             log.warning("%s holds RANDOM WEIGHTS: outputs are meaningless, only cost and agreement are", spec.model)
 
@@ -130,6 +137,25 @@ def compile_model(net, device, mode: str):
         torch.compiler.cudagraph_mark_step_begin()
         return graphs(**inputs)
     return run_graphs
+
+
+TORCHAO_PIN = "torchao==0.18.0"  # the release measured with torch 2.13 (pyproject's int8 extra)
+
+
+def quantize_linear_int8(net) -> None:
+    """Every Linear layer of the model body as torchao's dynamic int8: weights int8 per output
+    channel, each activation quantised per token at run time, int32 accumulation, fp32 between the
+    layers (embeddings, norms, attention and softmax stay fp32). With inductor this becomes oneDNN's
+    int8 GEMMs with the activation quantisation fused, the path x86 CPUs with VNNI use for int8
+    linear layers. On CPUs without AMX it ran faster than bf16; on AMX CPUs bf16 is faster
+    (docs/backends.md, scripts/bench_int8.py). The reranker's two LM-head rows stay fp32."""
+    try:
+        from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
+    except ImportError as exc:
+        raise BackendUnavailableError(
+            f"--dtype int8 on the torch backend needs torchao, which is not installed: "
+            f"pip install 'qwen3-batch[int8]' (or pip install '{TORCHAO_PIN}'); or use --dtype bf16") from exc
+    quantize_(net, Int8DynamicActivationInt8WeightConfig())
 
 
 # Padded tokens per forward pass on a CPU. The planned batch (spec.batch_tokens, 16384 by default)
