@@ -158,13 +158,16 @@ def int8(path: Path, d: dict) -> str:
         f"{b['bf16_rest_s']:.2f} s elsewhere; {b['int8_gemm_path']}'s GEMMs take {b['int8_gemm_s']:.2f} s "
         f"({b['gemm_speedup']:.2f}x faster). With int8 GEMMs and everything else as fast as bf16 inductor's, a pass "
         f"would run at most **{b['bound_vs_bf16_inductor']:.2f}x** bf16 inductor.\n")
+    # Files that record their paths timed the torch engine's own int8 (workers start --dtype int8).
+    engine_path = (" `int8_dynamic` is the torch engine's `--dtype int8` as workers run it; `bf16_eager` is the "
+                   "default worker, `bf16_inductor` the one started with `--torch-compile inductor`.") if "paths" in d else ""
     return f"""
 ## int8 on the CPU: torchao dynamic int8 and PT2E vs bf16
 
 {origin(path, d, "python scripts/bench_int8.py")}
 
 {d['label']}: the {d['shape']} shape, torch {d['torch']}, torchao {d['torchao']}, {d['threads']} threads; every row
-of a pass is full; tok/s per forward shape (rows x tokens). Goal: {d['goal']}.
+of a pass is full; tok/s per forward shape (rows x tokens). Goal: {d['goal']}.{engine_path}
 
 {table(["path", *[f"{s} tok/s" for s in d["shapes"]], "worst cosine to fp32", "first pass (compiles)"], rows)}
 

@@ -72,10 +72,10 @@ class Cluster:
         return self.redis.url
 
     def start_workers(self, n: int, model, task: str = "embed", env: dict | None = None, wait: bool = True,
-                      pool: str = "prefork", backend: str = "torch") -> list[cluster.Worker]:
+                      pool: str = "prefork", backend: str = "torch", dtype: str = "fp32") -> list[cluster.Worker]:
         started = [cluster.start_worker(self.url, str(model), f"{task}-w{len(self.workers) + i}", self.logdir,
                                         task=task, env={**self.roots, **FAST_RETRIES, **(env or {})}, pool=pool,
-                                        threads=1, backend=backend)
+                                        threads=1, backend=backend, dtype=dtype)
                    for i in range(n)]
         self.workers += started
         if wait:

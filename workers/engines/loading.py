@@ -1,6 +1,8 @@
 """Loading real Qwen3 checkpoints from a local folder or a Hugging Face hub id."""
 
+import contextlib
 import functools
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +12,23 @@ from workers.models.random_init import is_random_weights
 
 # int8 loads in fp32: the torch engine quantises its linear layers after loading (torch_engine.py).
 TORCH_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "int8": "float32"}
+
+
+@contextlib.contextmanager
+def quiet_torchao_import():
+    """Only errors while torchao may be imported. When it is installed (the int8 extra), transformers'
+    model classes import it, whatever the dtype, and the import warns about the CUDA kernels
+    (.so files, Triton) a CPU build cannot load and about torch deprecations it triggers: noise in
+    every worker's log, not something a user can act on."""
+    loggers = [logging.getLogger(name) for name in ("torchao", "torch.utils._pytree")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 def resolve_source(model: str) -> tuple[str, bool]:
@@ -92,7 +111,9 @@ def load_pretrained(model: str, task: str, dtype: str, revision: str | None = No
     """(tokenizer, model) for Qwen3-Embedding (Qwen3Model) or Qwen3-Reranker (Qwen3ForCausalLM).
     attention: the transformers attention implementation (sdpa for the engines; eager for ONNX export)."""
     import torch
-    from transformers import AutoConfig, Qwen3ForCausalLM, Qwen3Model
+
+    with quiet_torchao_import():  # the model classes import transformers' quantizers
+        from transformers import AutoConfig, Qwen3ForCausalLM, Qwen3Model
 
     source, local = resolve_source(model)
     try:

@@ -23,7 +23,7 @@ from common.errors import BackendUnavailableError, ModelLoadError
 from workers.batching import Batch
 from workers.device import cpu_threads, parse_device, torch_device
 from workers.engines.base import Engine, EngineSpec, ModelInfo
-from workers.engines.loading import load_pretrained
+from workers.engines.loading import load_pretrained, quiet_torchao_import
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,8 @@ def quantize_linear_int8(net) -> None:
     linear layers. On CPUs without AMX it ran faster than bf16; on AMX CPUs bf16 is faster
     (docs/backends.md, scripts/bench_int8.py). The reranker's two LM-head rows stay fp32."""
     try:
-        from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
+        with quiet_torchao_import():
+            from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
     except ImportError as exc:
         raise BackendUnavailableError(
             f"--dtype int8 on the torch backend needs torchao, which is not installed: "
