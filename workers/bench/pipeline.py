@@ -848,7 +848,7 @@ def main(argv: list[str] | None = None) -> None:
                     help="(d) the model (default: tiny; growth is the pipeline's, and 200 shards of the 0.6B "
                          "shape take a quarter of an hour on 2 cores)")
     ap.add_argument("--worker-memory-engines", type=lambda s: [x.strip() for x in s.split(",") if x.strip()],
-                    default=["torch:fp32", "torch:bf16", "onnx:fp32", "onnx:int8"],
+                    default=["torch:fp32", "torch:bf16", "torch:int8", "onnx:fp32", "onnx:int8"],
                     help="(d) backend:dtype pairs, one worker each (onnx: its artifacts are compiled first)")
     ap.add_argument("--out", type=Path, default=Path("bench-results/pipeline-cpu.json"))
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder (corpora, outputs, logs)")
