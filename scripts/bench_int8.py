@@ -6,7 +6,7 @@
                                  [--out bench-results/int8-cpu.json]
 
 For each forward shape (rows x tokens, every row full), on the same token ids:
-  bf16 eager          the torch engine as workers run it by default
+  bf16 eager          the torch engine as a --dtype bf16 worker runs it (uncompiled, the default)
   bf16 inductor       workers start --torch-compile inductor (frozen weights, dynamic shapes)
   int8 dynamic        workers start --dtype int8 (the torch engine's own int8): torchao's int8
                       weights per channel, activations quantised per token at run time

@@ -159,8 +159,8 @@ def int8(path: Path, d: dict) -> str:
         f"({b['gemm_speedup']:.2f}x faster). With int8 GEMMs and everything else as fast as bf16 inductor's, a pass "
         f"would run at most **{b['bound_vs_bf16_inductor']:.2f}x** bf16 inductor.\n")
     # Files that record their paths timed the torch engine's own int8 (workers start --dtype int8).
-    engine_path = (" `int8_dynamic` is the torch engine's `--dtype int8` as workers run it; `bf16_eager` is the "
-                   "default worker, `bf16_inductor` the one started with `--torch-compile inductor`.") if "paths" in d else ""
+    engine_path = (" `int8_dynamic` is the torch engine's `--dtype int8` as workers run it; `bf16_eager` is a "
+                   "`--dtype bf16` worker, `bf16_inductor` one started with `--torch-compile inductor` too.") if "paths" in d else ""
     return f"""
 ## int8 on the CPU: torchao dynamic int8 and PT2E vs bf16
 
