@@ -94,6 +94,13 @@ RECONCILE_INTERVAL_S = 10
 # A queued or running record younger than this is not second-guessed: a message is taken, or a
 # shard started, a moment before the worker's heartbeat says so.
 RECONCILE_GRACE_S = 10
+# The window (common/window.py): messages of a job waiting in its queue, per live worker of the
+# queue and at least; the rest of the job waits in the store's plan, not in Redis.
+WINDOW_PER_WORKER = 4
+WINDOW_MIN = 32
+# Commits and quarantines announced in Redis are folded into the store's manifest at every
+# reconciler pass, this many at most per pass (more wait for the next).
+FOLD_MAX_EVENTS = 20_000
 BROKER_MAXMEMORY_POLICY = "noeviction"  # any evicting policy silently deletes queues
 PROGRESS_REFRESH_S = 1.0
 RATE_WINDOW_S = 20.0  # rows/s and tokens/s are over this many recent seconds, and so is the ETA

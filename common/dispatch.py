@@ -1,12 +1,17 @@
-"""Publishing shard messages, and the Redis records of what is queued: one place, used by
-`producer submit` and `resume` and by the reconciler (common/reconcile.py) in any process.
+"""Publishing shard messages, and the Redis records of a job's deliveries: one place, used by
+`producer submit` and `resume`, the window (common/window.py), the reconciler
+(common/reconcile.py), and workers as they take and finish shards.
 
-Records, per job (common/keys.py):
-    job_queued   shard -> when its last message was published (removed when a worker takes it)
+Records, per job (common/keys.py); each is bounded by the messages in flight or the workers:
     jobs_index   job -> its output, so that `producer jobs`, `status JOB` and the reconciler find it
     active_jobs  the jobs the reconciler watches until they are finished
-The records live and die with the queues: a Redis restart without persistence loses both, and a
-shard without a record and without a commit is what the reconciler publishes again.
+    queued       shard -> "<published at> <ordinal>": its message waits (dropped when a worker takes it)
+    running      shard -> {worker, since, ordinal}: taken and not finished
+    cursor       shards below it have all been published once; the window tops up from it
+    done         a bit per shard, committed or quarantined: the window skips them
+    log          commits and quarantines not yet folded into the store's manifest
+The records live and die with the queues: a Redis restart without persistence loses them all,
+and the reconciler sets the window up again from the store (common/window.open_window).
 """
 
 import json
@@ -20,7 +25,10 @@ from kombu.exceptions import OperationalError
 from common import faults, keys
 from common.broker import BrokerUnreachableError, redact_url
 from common.celery_app import PUBLISH_RETRY_POLICY, make_queue
-from common.schemas import Plan, ShardMessage
+from common.io.plans import Plan
+from common.schemas import ShardMessage, ShardSpec
+
+FINISHED_JOB_DONE_TTL_S = 24 * 3600  # a finished job's done bits stay this long: late duplicates are skipped cheaply
 
 
 def register_job(client: redis.Redis, plan: Plan, output: str) -> None:
@@ -39,50 +47,66 @@ def list_jobs(client: redis.Redis) -> dict[str, str]:
 
 
 def forget_job(client: redis.Redis, job_id: str) -> None:
-    """A finished job: the reconciler stops watching it and its delivery records go (the index stays)."""
-    client.srem(keys.active_jobs(), job_id)
-    client.delete(*keys.job_keys(job_id))
+    """A finished job: the reconciler stops watching it and its delivery records go (the index
+    stays, and the done bits for a day, so that a late duplicate message is skipped cheaply)."""
+    with client.pipeline(transaction=True) as pipe:
+        pipe.srem(keys.active_jobs(), job_id)
+        pipe.delete(*[k for k in keys.job_keys(job_id) if k != keys.job_done(job_id)])
+        pipe.expire(keys.job_done(job_id), FINISHED_JOB_DONE_TTL_S)
+        pipe.execute()
 
 
-def shard_message(plan: Plan, output: str, shard_id: str) -> ShardMessage:
-    shard = plan.shard(shard_id)
-    return ShardMessage(job_id=plan.job_id, output=output, shard_id=shard_id,
-                        input_path=plan.inputs[shard.file_index].path, row_start=shard.row_start,
+def shard_message(plan: Plan, output: str, shard: ShardSpec) -> ShardMessage:
+    return ShardMessage(job_id=plan.job_id, output=output, shard_id=shard.shard_id, ordinal=shard.ordinal,
+                        input_path=plan.input(shard.file_index).path, row_start=shard.row_start,
                         row_end=shard.row_end)
 
 
-def publish_shards(app: Celery, client: redis.Redis, plan: Plan, output: str, shard_ids: list[str],
-                   on_progress: Callable[[int], None] = lambda n: None) -> int:
-    """One small message per shard. Each is recorded as queued BEFORE it is sent: a worker that takes
-    it deletes the record, which must not come back after it (a record written after the send could
-    outlive the message), and a reconciler pass during a long enqueue must not publish what this
+class Publisher:
+    """Sends shard messages on a job's queue, each recorded as queued BEFORE it is sent: a worker
+    that takes it deletes the record, which must not come back after it (a record written after
+    the send could outlive the message), and a reconciler pass meanwhile must not publish what this
     call is about to. A record whose message never went out (this process died) is stale once the
     queue is empty, and the reconciler then publishes the shard. Duplicates are harmless: commits
     are first-committer-wins."""
-    queue = make_queue(plan.queue)
-    task_name = keys.SHARD_TASKS[plan.spec.task]
-    sent = 0
-    try:
-        mark_queued(client, plan.job_id, shard_ids)
-        with app.producer_or_acquire() as producer:
-            for shard_id in shard_ids:
-                faults.inject("enqueue", shard_id)
-                message = shard_message(plan, output, shard_id)
-                app.send_task(task_name, kwargs=message.model_dump(), queue=queue, declare=[queue],
-                              producer=producer, retry=True, retry_policy=PUBLISH_RETRY_POLICY)
-                sent += 1
-                on_progress(sent)
-    except (OperationalError, redis.ConnectionError) as exc:
-        raise BrokerUnreachableError(f"publishing to {redact_url(app.conf.broker_url)} failed after {sent} of "
-                                     f"{len(shard_ids)} shards ({exc}); the reconciler publishes the rest once the "
-                                     f"broker is back (or run `producer resume {plan.job_id}`)") from exc
-    return sent
+
+    def __init__(self, app: Celery, client: redis.Redis, on_progress: Callable[[int], None] = lambda sent: None):
+        self.app, self.client, self.on_progress = app, client, on_progress
+        self.sent = 0  # messages sent by this publisher, for on_progress
+
+    def publish(self, plan: Plan, output: str, shards: list[ShardSpec], cursor: int | None = None) -> int:
+        """cursor: the window's new cursor, moved in the same transaction as the records."""
+        if not shards and cursor is None:
+            return 0
+        queue = make_queue(plan.queue)
+        task_name = keys.SHARD_TASKS[plan.spec.task]
+        sent = 0
+        try:
+            mark_queued(self.client, plan.job_id, shards, cursor)
+            with self.app.producer_or_acquire() as producer:
+                for shard in shards:
+                    faults.inject("enqueue", shard.shard_id)
+                    message = shard_message(plan, output, shard)
+                    self.app.send_task(task_name, kwargs=message.model_dump(), queue=queue, declare=[queue],
+                                       producer=producer, retry=True, retry_policy=PUBLISH_RETRY_POLICY)
+                    sent += 1
+                    self.sent += 1
+                    self.on_progress(self.sent)
+        except (OperationalError, redis.ConnectionError) as exc:
+            raise BrokerUnreachableError(f"publishing to {redact_url(self.app.conf.broker_url)} failed after {sent} "
+                                         f"of {len(shards)} shards ({exc}); the reconciler publishes the rest once the "
+                                         f"broker is back (or run `producer resume {plan.job_id}`)") from exc
+        return sent
 
 
-def mark_queued(client: redis.Redis, job_id: str, shard_ids: list[str], chunk: int = 1000) -> None:
+def mark_queued(client: redis.Redis, job_id: str, shards: list[ShardSpec], cursor: int | None = None) -> None:
     now = time.time()
-    for start in range(0, len(shard_ids), chunk):
-        client.hset(keys.job_queued(job_id), mapping=dict.fromkeys(shard_ids[start:start + chunk], now))
+    with client.pipeline(transaction=True) as pipe:
+        if shards:
+            pipe.hset(keys.job_queued(job_id), mapping={s.shard_id: f"{now} {s.ordinal}" for s in shards})
+        if cursor is not None:
+            pipe.set(keys.job_cursor(job_id), cursor)
+        pipe.execute()
 
 
 def waiting_messages(client: redis.Redis, queue: str) -> int:
@@ -91,3 +115,49 @@ def waiting_messages(client: redis.Redis, queue: str) -> int:
         for name in keys.queue_lists(queue):
             pipe.llen(name)
         return sum(pipe.execute())
+
+
+# --- a worker's side ---------------------------------------------------------------------------------------
+def take(client: redis.Redis, job_id: str, shard: ShardSpec, worker: str) -> tuple[bool, bool]:
+    """A worker starts on a shard: its record moves from queued to running in one step (a
+    reconciler never sees it in neither). Returns (cancelled in Redis, its done bit is set)."""
+    with client.pipeline(transaction=True) as pipe:
+        pipe.hdel(keys.job_queued(job_id), shard.shard_id)
+        pipe.hset(keys.job_running(job_id), shard.shard_id,
+                  json.dumps({"worker": worker, "since": time.time(), "ordinal": shard.ordinal}))
+        pipe.exists(keys.job_cancelled(job_id))
+        pipe.getbit(keys.job_done(job_id), shard.ordinal)
+        _, _, cancelled, done = pipe.execute()
+    return bool(cancelled), bool(done)
+
+
+def release(client: redis.Redis, job_id: str, shard_id: str) -> None:
+    """The shard was not finished here (a retry, a cancel): nothing holds it any more."""
+    client.hdel(keys.job_running(job_id), shard_id)
+
+
+def announce(client: redis.Redis, job_id: str, shard: ShardSpec, kind: str, rows_in: int = 0, rows_out: int = 0,
+             rows_rejected: int = 0, tokens: int = 0) -> int:
+    """A shard is committed ("c") or quarantined ("q"): logged for the next fold, its done bit set,
+    its records dropped, in one step; followers are told on the job's channel. Returns how many
+    shards have their done bit set (the job may be finished when that is all of them)."""
+    event = f"{kind} {shard.ordinal} {rows_in} {rows_out} {rows_rejected} {tokens}"
+    with client.pipeline(transaction=True) as pipe:
+        pipe.rpush(keys.job_log(job_id), event)
+        pipe.setbit(keys.job_done(job_id), shard.ordinal, 1)
+        pipe.hdel(keys.job_running(job_id), shard.shard_id)
+        pipe.hdel(keys.job_attempts(job_id), shard.shard_id)
+        pipe.hdel(keys.job_errors(job_id), shard.shard_id)
+        pipe.publish(keys.job_events(job_id), shard.shard_id)
+        pipe.bitcount(keys.job_done(job_id))
+        return pipe.execute()[-1]
+
+
+def read_log(client: redis.Redis, job_id: str, limit: int) -> list[bytes]:
+    return client.lrange(keys.job_log(job_id), 0, limit - 1)
+
+
+def trim_log(client: redis.Redis, job_id: str, folded: int) -> None:
+    """Drop the first `folded` entries (those folded into a stored manifest); later ones stay."""
+    if folded:
+        client.ltrim(keys.job_log(job_id), folded, -1)

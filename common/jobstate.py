@@ -1,137 +1,259 @@
-"""A job's state, read from the output store alone (the durable truth), and its completion.
+"""A job's state, from its output store (the truth) and, where Redis still has them, the commits
+not yet folded; folding records into the manifest; the end-of-job check.
 
-Redis may have lost everything (a restart without persistence): nothing here needs it.
+Reading a job's state costs the same whatever its size: the plan's header, the newest manifest
+(common/io/manifest.py), the success marker, and the short list of recent commits in Redis. Redis
+may have lost everything (a restart without persistence): the state is then the manifest's, and
+the commits it had not folded yet are found again as their shards are delivered again.
 """
 
+import logging
 import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from common.io.duplicates import DuplicateFinder
-from common.io.output import METADATA_PREFIX
-from common.io.store import OutputStore
-from common.schemas import CommitRecord, Plan, QuarantineRecord, SuccessMarker
+from common.io.manifest import Manifest, load_manifest, save_manifest
+from common.io.plans import Plan
+from common.io.store import TMP, OutputStore
+from common.schemas import SuccessMarker
+
+log = logging.getLogger(__name__)
+
+READ_THREADS = 16  # concurrent record and file reads: a bucket answers each in tens of milliseconds
+SMALL_FILE_BYTES = 256 << 10  # the end-of-job check reads a data file's tail this long: a small file whole
 
 
 class JobCheckError(Exception):
     """The committed output contradicts the plan: a bug, never expected. Nothing is marked done."""
 
 
+@dataclass(frozen=True)
+class Event:
+    """A commit ("c") or quarantine ("q") of a shard, as a worker announced it in Redis: what live
+    progress adds to the manifest until the next fold. Its figures are never trusted further: the
+    fold reads the record itself."""
+
+    kind: str
+    ordinal: int
+    rows_in: int = 0
+    rows_out: int = 0
+    rows_rejected: int = 0
+    tokens: int = 0
+
+    def encode(self) -> str:
+        return f"{self.kind} {self.ordinal} {self.rows_in} {self.rows_out} {self.rows_rejected} {self.tokens}"
+
+    @classmethod
+    def decode(cls, raw: bytes | str) -> "Event | None":
+        """None for anything malformed: anyone who can write to Redis can push an entry."""
+        try:
+            kind, *numbers = (raw.decode() if isinstance(raw, bytes) else raw).split()
+            values = [int(n) for n in numbers]
+        except (ValueError, UnicodeDecodeError):
+            return None
+        if kind not in ("c", "q") or len(values) != 5 or min(values) < 0:
+            return None
+        return cls(kind, *values)
+
+
 @dataclass
 class JobState:
     plan: Plan
-    commits: dict[str, CommitRecord]
-    quarantined: dict[str, QuarantineRecord]
+    manifest: Manifest
     cancelled: bool
     success: SuccessMarker | None = None
-    pending: list[str] = field(default_factory=list)
+    recent: list[Event] = field(default_factory=list)  # announced in Redis, not folded yet
+
+    def __post_init__(self):
+        fresh, seen = [], set()
+        for e in self.recent:  # the ones the manifest has not got, each shard once, commits first
+            if e.ordinal < self.plan.shards_total and not self.manifest.committed[e.ordinal] and e.ordinal not in seen:
+                if e.kind == "c" or not self.manifest.quarantined[e.ordinal]:
+                    fresh.append(e)
+                    seen.add(e.ordinal)
+        commits = {e.ordinal: e for e in fresh if e.kind == "c"}
+        self.fresh_commits = list(commits.values())
+        self.fresh_quarantines = [e for e in fresh if e.kind == "q" and e.ordinal not in commits]
 
     @property
     def rows_done(self) -> int:
-        return sum(c.rows_in for c in self.commits.values())
+        return self.manifest.rows_done + sum(e.rows_in for e in self.fresh_commits)
 
     @property
     def rows_out(self) -> int:
-        return sum(c.rows_out for c in self.commits.values())
+        return self.manifest.rows_out + sum(e.rows_out for e in self.fresh_commits)
 
     @property
     def rows_rejected(self) -> int:
-        return sum(c.rows_rejected for c in self.commits.values())
+        return self.manifest.rows_rejected + sum(e.rows_rejected for e in self.fresh_commits)
 
     @property
     def tokens(self) -> int:
-        return sum(c.tokens for c in self.commits.values())
+        return self.manifest.tokens + sum(e.tokens for e in self.fresh_commits)
+
+    @property
+    def shards_committed(self) -> int:
+        return self.manifest.shards_committed + len(self.fresh_commits)
+
+    @property
+    def shards_quarantined(self) -> int:
+        late = sum(1 for e in self.fresh_commits if self.manifest.quarantined[e.ordinal])  # committed after all
+        return self.manifest.shards_quarantined + len(self.fresh_quarantines) - late
+
+    @property
+    def shards_done(self) -> int:
+        return self.shards_committed + self.shards_quarantined
 
     @property
     def finished(self) -> bool:
-        return not self.pending
+        """Every shard is committed or quarantined, and the end-of-job check has written its marker."""
+        return self.success is not None and self.manifest.finished and describes(self.success, self.manifest)
 
     @property
     def status(self) -> str:
-        """From the records themselves, not from _SUCCESS.json, which may lag a late commit."""
         if self.finished:
-            return "completed_with_failures" if self.quarantined else "completed"
+            return self.success.status
         if self.cancelled:
             return "cancelled"
-        return "running" if (self.commits or self.quarantined) else "queued"
+        return "running" if self.shards_done else "queued"
+
+    def done(self, ordinal: int) -> bool:
+        return self.manifest.done(ordinal) or any(e.ordinal == ordinal for e in self.fresh_commits)
 
 
-def read_state(store: OutputStore, plan: Plan | None = None) -> JobState:
-    plan = plan or store.load_plan()
-    commits = store.list_commits()
-    quarantined = {k: v for k, v in store.list_quarantined().items() if k not in commits}
-    pending = [s.shard_id for s in plan.shards if s.shard_id not in commits and s.shard_id not in quarantined]
-    return JobState(plan, commits, quarantined, store.is_cancelled(), store.load_success(), pending)
+def read_state(store: OutputStore, plan: Plan, recent: Iterable[Event] = (), known: Manifest | None = None) -> JobState:
+    manifest = load_manifest(store, plan.shards_total, known)
+    return JobState(plan, manifest, store.is_cancelled(), store.load_success(), list(recent))
 
 
-def finalize(store: OutputStore, state: JobState, verify_checksums: bool = True) -> SuccessMarker | None:
-    """Write the success marker once every planned shard is committed or quarantined, after
-    checking: rows out + rows rejected == rows in for every shard and in total, the files are
-    those committed (checksums), and no id occurs twice in the output.
+# --- folding ---------------------------------------------------------------------------------------------
+def fold(store: OutputStore, plan: Plan, manifest: Manifest, events: Iterable[Event]) -> bool:
+    """Fold the records these events announce into `manifest`, reading each record from the store
+    (never the event's own figures). Returns whether the manifest changed."""
+    wanted: dict[int, str] = {}
+    for e in events:
+        if not 0 <= e.ordinal < plan.shards_total or manifest.committed[e.ordinal]:
+            continue
+        if e.kind == "c":
+            wanted[e.ordinal] = "c"
+        elif not manifest.quarantined[e.ordinal]:
+            wanted.setdefault(e.ordinal, "q")
+    if not wanted:
+        return False
+    ordinals = sorted(wanted)
+    shards = [plan.shard_at(o) for o in ordinals]
 
-    The marker always describes the folder: one written before a late commit (a shard committed
-    after it was quarantined) names other shards than the records do, and is written anew."""
-    if not state.finished:
-        return state.success
-    if state.success is not None and describes(state.success, state):
-        return state.success
-    planned = {s.shard_id: s for s in state.plan.shards}
-    for sid, c in state.commits.items():
-        if sid not in planned:
-            raise JobCheckError(f"commit {sid} is not in the plan")
-        if c.rows_in != planned[sid].rows or c.rows_out + c.rows_rejected != c.rows_in:
-            raise JobCheckError(f"shard {sid}: {c.rows_in} rows in (planned {planned[sid].rows}), "
-                                f"{c.rows_out} out + {c.rows_rejected} rejected")
-        store.publish(c)  # a crash between commit and publish is finished here
-        if verify_checksums and not store.verify_file(c):
-            raise JobCheckError(f"shard {sid}: {store.location(c.data_file)} is not the committed file")
-    duplicates = count_duplicate_ids(store, state.commits)
+    def read(shard):
+        if wanted[shard.ordinal] == "c":
+            record = store.load_commit(shard.shard_id)
+            if record is not None:
+                return record
+        return store.load_quarantine(shard.shard_id)  # a commit announced but not there: lost, or not ours
+
+    with ThreadPoolExecutor(min(READ_THREADS, len(shards))) as pool:
+        records = list(pool.map(read, shards))
+    before = (manifest.shards_committed, manifest.shards_quarantined, len(manifest.problems))
+    for shard, record in zip(shards, records):
+        if record is None:
+            continue
+        if hasattr(record, "attempt"):
+            manifest.add_commit(shard.ordinal, record, shard.rows)
+        else:
+            manifest.add_quarantine(shard.ordinal, record, shard.rows)
+    return (manifest.shards_committed, manifest.shards_quarantined, len(manifest.problems)) != before
+
+
+def fold_and_save(store: OutputStore, plan: Plan, events: list[Event], known: Manifest | None = None) -> Manifest:
+    """The newest manifest with `events` folded in, stored as a new version when they changed it."""
+    manifest = load_manifest(store, plan.shards_total, known)
+    for _ in range(5):
+        if not fold(store, plan, manifest, events) or save_manifest(store, manifest):
+            return manifest
+        manifest = load_manifest(store, plan.shards_total)  # another process stored this version first
+    raise RuntimeError(f"{store.url}: five other processes stored a manifest while this one folded")
+
+
+# --- the end of a job ------------------------------------------------------------------------------------
+def describes(marker: SuccessMarker, manifest: Manifest) -> bool:
+    """Whether a success marker still matches the folded records (a late commit makes it wrong)."""
+    return (marker.shards_committed == manifest.shards_committed
+            and len(marker.shards_quarantined) == manifest.shards_quarantined
+            and marker.rows_out == manifest.rows_out and marker.rows_rejected == manifest.rows_rejected)
+
+
+def finalize(store: OutputStore, plan: Plan, manifest: Manifest,
+             keep_alive: Callable[[], None] = lambda: None) -> SuccessMarker | None:
+    """Once every shard is committed or quarantined: check the output, then write the success
+    marker (None while shards are pending). Raises JobCheckError, and marks nothing done, when the
+    output contradicts the plan.
+
+    The checks: every folded record agreed with its planned shard (the fold checked rows in and
+    out); rows committed plus rows in quarantined shards are the rows planned; every committed
+    data file is there, holds as many rows in all as the records say, and no id occurs twice
+    across the files. That last check reads each file's id column once, a tail read per file (the
+    whole file when it is small); it is the one cost that grows with the job, and it runs once, in
+    the reconciler (keep_alive renews its lock as it goes), never inside a shard's time limit."""
+    if not manifest.finished:
+        return None
+    success = store.load_success()
+    if success is not None and describes(success, manifest):
+        return success
+    if manifest.problems:
+        raise JobCheckError("; ".join(manifest.problems[:5]))
+    if manifest.rows_done + manifest.rows_in_quarantined != plan.rows_total:
+        raise JobCheckError(f"{manifest.rows_done} rows committed + {manifest.rows_in_quarantined} in quarantined "
+                            f"shards != {plan.rows_total} planned")
+    rows_read, duplicates = check_output_ids(store, plan, manifest, keep_alive)
+    if rows_read != manifest.rows_out:
+        raise JobCheckError(f"the data files hold {rows_read:,} rows, the commit records {manifest.rows_out:,}")
     if duplicates:
         raise JobCheckError(f"{duplicates} ids occur more than once in {store.location('data')}")
-    quarantined_rows = sum(planned[s].rows for s in state.quarantined)
-    if state.rows_done + quarantined_rows != state.plan.rows_total:
-        raise JobCheckError(f"{state.rows_done} rows committed + {quarantined_rows} in quarantined shards "
-                            f"!= {state.plan.rows_total} planned")
+    quarantined = [plan.shard_at(o).shard_id for o in manifest.quarantined_ordinals()]
     marker = SuccessMarker(
-        job_id=state.plan.job_id, status="completed_with_failures" if state.quarantined else "completed",
-        rows_in=state.plan.rows_total, rows_out=state.rows_out, rows_rejected=state.rows_rejected,
-        rows_in_quarantined_shards=quarantined_rows, shards_committed=len(state.commits),
-        shards_quarantined=tuple(sorted(state.quarantined)), finished_at=time.time(),
-        **made_by(store, state.commits))
+        job_id=plan.job_id, status="completed_with_failures" if quarantined else "completed",
+        rows_in=plan.rows_total, rows_out=manifest.rows_out, rows_rejected=manifest.rows_rejected,
+        rows_in_quarantined_shards=manifest.rows_in_quarantined, shards_committed=manifest.shards_committed,
+        shards_quarantined=tuple(quarantined), finished_at=time.time(), simulated=manifest.simulated,
+        random_weights=manifest.random_weights)
     store.save_success(marker)
+    store.delete_prefix(TMP)  # what crashed attempts left: their shards are committed by others
     return marker
 
 
-def made_by(store: OutputStore, commits: dict[str, CommitRecord]) -> dict:
-    """simulated / random_weights, from the data files' own metadata (what every worker wrote)."""
-    flags = {"simulated": False, "random_weights": False}
-    for commit in commits.values():
-        with store.open_read(commit.data_file) as f:
-            meta = pq.read_schema(f).metadata or {}
-        for name in flags:
-            flags[name] |= meta.get(f"{METADATA_PREFIX}{name}".encode()) == b"true"
-    return flags
-
-
-def describes(marker: SuccessMarker, state: JobState) -> bool:
-    """Whether a success marker still matches the commit and quarantine records."""
-    return (marker.shards_committed == len(state.commits) and set(marker.shards_quarantined) == set(state.quarantined)
-            and marker.rows_out == state.rows_out and marker.rows_rejected == state.rows_rejected)
-
-
-def count_duplicate_ids(store: OutputStore, commits: dict[str, CommitRecord]) -> int:
-    """Ids seen twice across the published data files, reading only their id columns."""
-    total_bytes = sum(c.data_bytes or store.size(c.data_file) for c in commits.values())
-    finder = DuplicateFinder(total_bytes)
+def check_output_ids(store: OutputStore, plan: Plan, manifest: Manifest,
+                     keep_alive: Callable[[], None] = lambda: None) -> tuple[int, int]:
+    """(rows in the committed data files, ids seen twice), reading only their id columns, a few
+    files at a time; memory stays bounded (the duplicate finder spills to disk)."""
+    finder = DuplicateFinder(total_bytes=manifest.rows_out * 24)
+    rows = 0
     try:
-        for index, c in enumerate(sorted(commits.values(), key=lambda c: c.shard_id)):
-            with store.open_read(c.data_file) as f:
-                offset = 0
-                for batch in pq.ParquetFile(f).iter_batches(columns=["id"]):
-                    ids = batch.column(0).to_pylist()
-                    finder.add(index, list(range(offset, offset + len(ids))), ids)
-                    offset += len(ids)
-        return finder.finish()
+        committed = (s for s in plan.iter_shards() if manifest.committed[s.ordinal])
+        with ThreadPoolExecutor(READ_THREADS) as pool:
+            for index, ids in enumerate(pool.map(lambda s: read_ids(store, store.data_key(s.shard_id)), committed)):
+                finder.add(index, list(range(len(ids))), ids.to_pylist())
+                rows += len(ids)
+                if index % 1000 == 999:
+                    keep_alive()
+        return rows, finder.finish()
     finally:
         finder.close()
+
+
+def read_ids(store: OutputStore, key: str) -> pa.Array:
+    """A data file's id column. One read of its tail, which for a small file is the whole file;
+    a larger one needs a second read for the column (its footer says where)."""
+    import io
+
+    try:
+        tail = store.read_range(key, -SMALL_FILE_BYTES, 0)
+    except FileNotFoundError:
+        raise JobCheckError(f"{store.location(key)} is committed but missing") from None
+    if len(tail) < SMALL_FILE_BYTES:
+        return pq.read_table(io.BytesIO(tail), columns=["id"]).column(0).combine_chunks()
+    with store.open_read(key) as f:
+        return pq.read_table(f, columns=["id"]).column(0).combine_chunks()

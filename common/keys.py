@@ -32,8 +32,10 @@ def worker_queue(worker_name: str) -> str:
     return f"worker.{worker_name}"
 
 
+# A job's delivery state. Every key is bounded by the window of messages in flight or the number
+# of workers, except `done`, one bit per shard (62 KB for 5e5 shards): nothing grows with the rows.
 def job_attempts(job_id: str) -> str:
-    return f"{KEY_PREFIX}:job:{job_id}:attempts"  # hash shard -> deliveries started
+    return f"{KEY_PREFIX}:job:{job_id}:attempts"  # hash shard -> deliveries started (dropped at its commit)
 
 
 def job_errors(job_id: str) -> str:
@@ -45,11 +47,31 @@ def job_cancelled(job_id: str) -> str:
 
 
 def job_queued(job_id: str) -> str:
-    return f"{KEY_PREFIX}:job:{job_id}:queued"  # hash shard -> unix time its last message was published
+    return f"{KEY_PREFIX}:job:{job_id}:queued"  # hash shard -> "<published at> <ordinal>": its message waits
 
 
 def job_running(job_id: str) -> str:
-    return f"{KEY_PREFIX}:job:{job_id}:running"  # hash shard -> JSON {worker, since}: taken, not finished
+    return f"{KEY_PREFIX}:job:{job_id}:running"  # hash shard -> JSON {worker, since, ordinal}: taken, not finished
+
+
+def job_cursor(job_id: str) -> str:
+    # every shard below this ordinal has been published at least once since Redis last lost its data;
+    # absent until the window is set up from the store (common/window.py)
+    return f"{KEY_PREFIX}:job:{job_id}:cursor"
+
+
+def job_done(job_id: str) -> str:
+    return f"{KEY_PREFIX}:job:{job_id}:done"  # bitmap by ordinal: committed or quarantined (a hint; the store decides)
+
+
+def job_log(job_id: str) -> str:
+    # list of "c|q <ordinal> <rows in> <rows out> <rows rejected> <tokens>": commits and quarantines
+    # not yet folded into the store's manifest (common/jobstate.fold), and what live progress adds
+    return f"{KEY_PREFIX}:job:{job_id}:log"
+
+
+def job_window_lock(job_id: str) -> str:
+    return f"{KEY_PREFIX}:job:{job_id}:topping-up"  # one process tops the job's window up at a time
 
 
 def job_refused(job_id: str) -> str:
@@ -69,7 +91,8 @@ def job_reconcile_lock(job_id: str) -> str:
 def job_keys(job_id: str) -> tuple[str, ...]:
     """Everything Redis holds about one job's delivery, dropped once the job is finished."""
     return (job_attempts(job_id), job_errors(job_id), job_queued(job_id), job_running(job_id),
-            job_refused(job_id), job_reconcile_lock(job_id))
+            job_refused(job_id), job_reconcile_lock(job_id), job_cursor(job_id), job_done(job_id), job_log(job_id),
+            job_window_lock(job_id))
 
 
 def jobs_index() -> str:

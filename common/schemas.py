@@ -1,7 +1,6 @@
 """The records that travel and persist: job spec, plan, shard message, commit record."""
 
 import re
-from functools import cached_property
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
@@ -10,12 +9,14 @@ from common import defaults, options
 
 # Every id and tag that travels in a message, or becomes part of a path or a Redis key, has a pattern.
 JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-SHARD_ID = re.compile(r"^[0-9]{5}-[0-9]{12}$")
+# <input file index>-<first row>: eight digits of file index (a job of up to 1e8 input files), twelve of row
+SHARD_ID = re.compile(r"^[0-9]{8}-[0-9]{12}$")
 MODEL_TAG = re.compile(r"^[a-z0-9_][a-z0-9_-]{0,39}-[0-9a-f]{8}$")  # see keys.model_tag
 IDENTITY = re.compile(r"^[0-9a-f]{64}$")
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 MAX_PATH_CHARS = 4096
-SEMANTICS_VERSION = 1  # bump when a change alters outputs; it is part of every job fingerprint
+SEMANTICS_VERSION = 2  # bump when a change alters outputs or their layout; it is part of every job fingerprint
+MAX_ORDINAL = 10**9  # shards per job, far above any real job (5e5 shards is 1e9 rows of 2,000)
 
 
 def _absolute_path(value: str) -> str:
@@ -121,49 +122,45 @@ class InputFile(Frozen):
     mtime_ns: int
     sample_sha256: str  # head and tail bytes: cheap identity for fingerprints
     rows: int  # jsonl: non-blank lines; parquet: rows
+    row_base: int = 0  # corpus-wide index of the file's first row (ids for --id-column @row)
+    footer_sha256: str = ""  # parquet: of the footer, checked when a shard opens the file
 
 
 class ShardSpec(Frozen):
     shard_id: ShardId
+    ordinal: int = 0  # its place in the plan (0 .. shards_total - 1): how Redis and the manifest name it
     file_index: int
     row_start: int  # 0-based row index within the file (jsonl: among non-blank lines)
     row_end: int
     byte_offset: int = 0  # jsonl: where row_start's line begins
     line_start: int = 0  # jsonl: lines (blank ones too) before byte_offset, for reject line numbers
     byte_end: int = 0  # jsonl: where the next shard's first line begins (the file's size for the last)
-    sha256: str = ""  # jsonl: of the bytes [byte_offset, byte_end), checked before the shard is read
+    sha256: str = ""  # jsonl: of the bytes [byte_offset, byte_end), checked as the shard reads them
 
     @property
     def rows(self) -> int:
         return self.row_end - self.row_start
 
 
-class Plan(Frozen):
+class PlanHeader(Frozen):
+    """`_plan.json`: what a job is, in a few hundred bytes whatever its size. The shards and the
+    inputs are tables beside it (`tables`, common/io/plans.py), read a row group at a time."""
+
+    format: Literal[2] = 2
     job_id: str
     fingerprint: str
     spec: JobSpec
-    inputs: tuple[InputFile, ...]
-    shards: tuple[ShardSpec, ...]
     rows_total: int
+    shards_total: int
+    files_total: int
     id_type: Literal["int64", "string"]
     duplicate_ids: int  # rows whose id was seen earlier in the corpus; they become rejects
     queue: str
+    tables: str  # the folder of the shard, input and duplicate-id tables, under the output
+    tables_bytes: dict[str, int] = {}  # each table's size: a bucket reads it with no HEAD request first
+    keep_schema: str = ""  # the --keep-columns' output types, one per column across every input (base64 Arrow)
     created_at: float
     code_version: str
-
-    @cached_property
-    def shards_by_id(self) -> dict[str, ShardSpec]:
-        return {s.shard_id: s for s in self.shards}
-
-    def shard(self, shard_id: str) -> ShardSpec:
-        try:
-            return self.shards_by_id[shard_id]
-        except KeyError:
-            raise KeyError(f"shard {shard_id} is not in the plan of job {self.job_id}") from None
-
-    def row_id_base(self, file_index: int) -> int:
-        """Corpus-wide index of a file's first row (ids for --id-column @row)."""
-        return sum(f.rows for f in self.inputs[:file_index])
 
     @field_validator("job_id")
     @classmethod
@@ -180,6 +177,7 @@ class ShardMessage(Message):
     job_id: JobId
     output: Location
     shard_id: ShardId
+    ordinal: int = Field(ge=0, lt=MAX_ORDINAL)
     input_path: Location
     row_start: int = Field(ge=0)
     row_end: int = Field(ge=0)
@@ -199,6 +197,10 @@ class CommitRecord(Frozen):
     worker: str
     seconds: float
     committed_at: float
+    # What made the data file, as its own metadata says: the end-of-job check reads it from here,
+    # not from every file
+    simulated: bool = False
+    random_weights: bool = False
 
 
 class QuarantineRecord(Frozen):

@@ -31,11 +31,11 @@ from common import defaults, heartbeats, options
 from common.broker import BrokerError
 from common.errors import Qwen3BatchError
 from common.io import fs
-from common.io.corpus import changed_inputs
+from common.io.plans import Plan, load_plan
 from common.io.store import OutputStore
-from common.jobstate import JobCheckError, finalize, read_state
+from common.jobstate import JobState
 from common.model_identity import model_ref
-from common.schemas import JobSpec, Plan
+from common.schemas import JobSpec
 from common.settings import Settings, load_settings
 from producer import submit as broker
 from producer.events import ShardEvents
@@ -44,9 +44,6 @@ from producer.progress import Reporter, Snapshot, reporter_for, summary_line
 
 if TYPE_CHECKING:  # pyarrow.dataset (and the pandas it imports) costs every producer command 0.3 s
     import pyarrow.dataset as pads
-
-STATUSES = ("queued", "running", "completed", "completed_with_failures", "cancelled")
-
 
 class WaitTimeout(Qwen3BatchError):
     """`wait(timeout_s=...)`: no worker served the job's queue for that long. The job stays queued."""
@@ -73,9 +70,10 @@ class JobStatus:
     shards_committed: int
     shards_quarantined: int
     shards_pending: int
-    quarantined: dict[str, str] = field(default_factory=dict)  # shard -> reason
-    changed_inputs: list[str] = field(default_factory=list)
+    quarantined: dict[str, str] = field(default_factory=dict)  # shard -> reason (the first 100)
+    changed_inputs: list[str] = field(default_factory=list)  # from the reasons of shards quarantined for it
     refusals: dict[str, str] = field(default_factory=dict)  # shard -> why a worker refused its message
+    problems: list[str] = field(default_factory=list)  # what the end-of-job check found wrong: not marked done
 
     @property
     def finished(self) -> bool:
@@ -120,24 +118,30 @@ class Job:
         return self._client
 
     # --- reading -------------------------------------------------------------------------------------
-    def status(self) -> JobStatus:
-        state = read_state(self.store, self.plan)
-        if state.finished:
-            finalize(self.store, state)  # a marker that lags a late commit is written anew
+    def state(self, known=None) -> JobState:
+        """The store's manifest and marker, plus what Redis announced since the last fold."""
+        return broker.state(self.client, self.store, self.plan, known)
+
+    def status(self, state: JobState | None = None) -> JobStatus:
+        """What the job's state says, in a few reads whatever its size (common/jobstate.py)."""
+        state = state or self.state()
         refusals = {}
         if self.client is not None:
             with contextlib.suppress(redis.RedisError):
                 refusals = broker.refusals(self.client, self.plan)
-        spec = self.plan.spec
+        spec, manifest = self.plan.spec, state.manifest
+        reasons = dict(manifest.reasons)
         return JobStatus(
             job_id=self.job_id, status=state.status, output=self.output, data=self.store.location("data"),
-            rejects=self.store.location("rejects") if self.store.names("rejects") else None,
+            rejects=self.store.location("rejects") if state.rows_rejected else None,
             model=spec.model.source, task=spec.task, queue=self.plan.queue,
             rows_total=self.plan.rows_total, rows_done=state.rows_done, rows_out=state.rows_out,
-            rows_rejected=state.rows_rejected, tokens=state.tokens, shards_total=len(self.plan.shards),
-            shards_committed=len(state.commits), shards_quarantined=len(state.quarantined),
-            shards_pending=len(state.pending), quarantined={k: v.reason for k, v in state.quarantined.items()},
-            changed_inputs=changed_inputs(self.plan.inputs), refusals=refusals)
+            rows_rejected=state.rows_rejected, tokens=state.tokens, shards_total=self.plan.shards_total,
+            shards_committed=state.shards_committed, shards_quarantined=state.shards_quarantined,
+            shards_pending=self.plan.shards_total - state.shards_done, quarantined=reasons,
+            changed_inputs=sorted({r.removeprefix("input_changed: ").split(" differ", 1)[0].split(" is not", 1)[0]
+                                   for r in reasons.values() if r.startswith("input_changed:")}),
+            refusals=refusals, problems=list(manifest.problems))
 
     def dataset(self) -> "pads.Dataset":
         """OUT/data as a pyarrow Dataset (lazy: filter and project before reading); from a bucket too."""
@@ -147,7 +151,7 @@ class Job:
         return self.dataset().to_table(columns=columns)
 
     def rejects(self) -> pa.Table:
-        if not self.store.names("rejects"):
+        if not self.state().rows_rejected:
             from common.io.output import REJECT_SCHEMA
             return REJECT_SCHEMA.empty_table()
         return fs.arrow_dataset(self.store.location("rejects")).to_table()
@@ -157,8 +161,8 @@ class Job:
         """Queued shards are skipped; committed output stays; `resume` continues."""
         broker.cancel(self.client, self.store, self.plan)
 
-    def resume(self, retry_quarantined: bool = False, reporter: Reporter | None = None) -> list[str]:
-        """Publish every shard that nothing runs (never doubling the queue); returns them."""
+    def resume(self, retry_quarantined: bool = False, reporter: Reporter | None = None) -> int:
+        """Publish what nothing runs, then the window (never doubling the queue); returns the messages sent."""
         client = self.require_client()
         self.store.set_cancelled(False)
         if retry_quarantined:
@@ -186,7 +190,7 @@ def open_job(job: str | Path, settings: Settings | None = None) -> Job:
     with contextlib.suppress(BrokerError):
         client = broker.connect(settings)
     store = broker.find_output(client, str(job))
-    return Job(store, store.load_plan(), settings, client)
+    return Job(store, load_plan(store), settings, client)
 
 
 def submit(inputs: str | Path, *, model: str | Path, out: str | Path, task: str = "embed", local: bool = False,
@@ -275,82 +279,84 @@ def make_plan(inputs: str, spec: JobSpec, store: OutputStore, name: str | None, 
     plan, new = plan_job(inputs, spec, store, name,
                          lambda i, n, path: reporter.note(f"planning: scanning input {i + 1}/{n} {path}"))
     verb = "planned" if new else "resuming"
-    reporter.note(f"{verb} job {plan.job_id}: {plan.rows_total:,} rows in {len(plan.inputs)} files, "
-                  f"{len(plan.shards)} shards, {plan.duplicate_ids:,} duplicate ids, queue {plan.queue} "
+    reporter.note(f"{verb} job {plan.job_id}: {plan.rows_total:,} rows in {plan.files_total} files, "
+                  f"{plan.shards_total} shards, {plan.duplicate_ids:,} duplicate ids, queue {plan.queue} "
                   f"({time.perf_counter() - started:.1f}s)")
     return plan
 
 
-def send(settings: Settings, client: redis.Redis, store: OutputStore, plan: Plan, reporter: Reporter) -> list[str]:
-    """Publish the shards nothing runs, with a bar that counts shards."""
+def send(settings: Settings, client: redis.Redis, store: OutputStore, plan: Plan, reporter: Reporter) -> int:
+    """Publish what nothing runs and the job's first window; the workers publish the rest as they go."""
     if store.is_cancelled():
         reporter.note(f"job {plan.job_id} is cancelled: nothing is enqueued; `producer resume {store.url}` continues it")
-        return []
-    todo = len(read_state(store, plan).pending)
-    reporter.start("enqueue", todo, unit="shards")
-    sent = broker.enqueue(settings, client, store, plan,
-                          lambda n: reporter.update(Snapshot(todo, n, n, 0, 0)))
-    reporter.stop()
-    reporter.note(f"enqueued {len(sent)} shards of {len(plan.shards)} on {plan.queue} (the others are committed, "
-                  "quarantined, queued or running)")
+        return 0
+    sent = broker.enqueue(settings, client, store, plan)
+    reporter.note(f"enqueued {sent} shards of {plan.shards_total} on {plan.queue}: the workers publish the rest as "
+                  "they finish these (the others are done, queued or running)")
     return sent
 
 
 def run_here(job: Job, device: str, reporter: Reporter, engine=None) -> JobStatus:
-    from producer.local import run_local
+    from producer.local import LocalRun
 
-    started, rows_before = time.monotonic(), read_state(job.store, job.plan).rows_done
+    started = time.monotonic()
+    run = LocalRun(job.store, job.plan, device, job.settings.max_attempts, engine)
+    rows_before = run.state.rows_done
     reporter.start(job.job_id, job.plan.rows_total)
-    window_rows = [0, 0]
-    seen = {"state": read_state(job.store, job.plan)}
+    window = [0, 0]  # rows and tokens of the shard in progress
+
+    def show() -> None:
+        state = run.state
+        reporter.update(Snapshot(job.plan.rows_total, state.rows_done, state.rows_done + window[0],
+                                 state.tokens + window[1], state.shards_quarantined))
 
     def on_progress(rows: int, tokens: int) -> None:
-        window_rows[0] += rows
-        window_rows[1] += tokens
-        state = seen["state"]
-        reporter.update(Snapshot(job.plan.rows_total, state.rows_done, state.rows_done + window_rows[0],
-                                 state.tokens + window_rows[1], len(state.quarantined)))
+        window[0] += rows
+        window[1] += tokens
+        show()
 
-    def on_shard(_):
-        # The store is read once a shard, not at every forward pass: on a bucket a read is a few
-        # LIST and GET requests.
-        seen["state"] = read_state(job.store, job.plan)
-        window_rows[0] = window_rows[1] = 0
-        on_progress(0, 0)
+    def on_shard() -> None:
+        window[0] = window[1] = 0
+        show()
 
-    on_shard(None)
+    show()
     try:
-        run_local(job.store, job.plan, device, job.settings.max_attempts, on_shard, on_progress, engine)
+        run.run(on_shard, on_progress)
     finally:
         reporter.stop()
-    status = conclude(job)
+    status = conclude(job, run.state)
     reporter.note(summary_line(status, time.monotonic() - started, rows_before))
     return status
 
 
 def follow(job: Job, reporter: Reporter, timeout_s: float | None) -> JobStatus:
+    """Each second: the manifest (re-read once another process stored a newer one), what Redis
+    announced since, and the rows of the shards in flight from the workers' heartbeats. Every
+    interval, a reconciler pass for this job. Nothing here reads per-shard records."""
     client, plan, settings = job.client, job.plan, job.settings
-    started, rows_before = time.monotonic(), read_state(job.store, plan).rows_done
+    state = job.state()
+    started, rows_before = time.monotonic(), state.rows_done
     served_at = started  # the last time a live worker served the queue (for timeout_s)
     reconciled_at, hinted_at, shown = started, started - 30 + 2 * settings.heartbeat_interval_s, set()
     reporter.start(job.job_id, plan.rows_total)
     events = ShardEvents(client, job.job_id)
     try:
         while True:
-            state = read_state(job.store, plan)
+            state = job.state(known=state.manifest)
             workers = live(client)
             if any(w.get("queue") == plan.queue for w in workers):
                 served_at = time.monotonic()
-            in_flight = [w for w in workers if w.get("current_job") == plan.job_id and w.get("current_shard")
-                         and w["current_shard"] in set(state.pending)]
+            in_flight = [w for w in workers if w.get("current_job") == plan.job_id
+                         and str(w.get("current_ordinal", "")).isdigit() and not state.done(int(w["current_ordinal"]))]
             reporter.update(Snapshot(plan.rows_total, state.rows_done,
                                      state.rows_done + sum(int(w.get("current_rows", 0)) for w in in_flight),
                                      state.tokens + sum(int(w.get("current_tokens", 0)) for w in in_flight),
-                                     len(state.quarantined)))
-            if state.finished or state.cancelled:
+                                     state.shards_quarantined))
+            if state.finished or state.cancelled or state.manifest.problems:
                 break
             now = time.monotonic()
-            if client is not None and now - reconciled_at > settings.reconcile_interval_s:
+            all_done = state.shards_done >= plan.shards_total  # the end-of-job check is next: run it now
+            if client is not None and (all_done or now - reconciled_at > settings.reconcile_interval_s):
                 reconciled_at = now
                 with contextlib.suppress(redis.RedisError, BrokerError):
                     broker.reconcile(settings, client, job.store, plan)
@@ -364,7 +370,7 @@ def follow(job: Job, reporter: Reporter, timeout_s: float | None) -> JobStatus:
             if timeout_s is not None and now - served_at > timeout_s:
                 raise WaitTimeout(f"no worker served queue {plan.queue} for {timeout_s:g} s: stopped waiting. The job "
                                   f"stays queued; re-attach with `producer wait {job.job_id}`")
-            events.wait(set(state.pending), defaults.PROGRESS_REFRESH_S)
+            events.wait(plan.shards_total - state.shards_done, defaults.PROGRESS_REFRESH_S)
     except KeyboardInterrupt:
         reporter.stop()
         reporter.note(f"stopped following job {job.job_id}; it keeps running on the workers. Re-attach: producer "
@@ -373,7 +379,7 @@ def follow(job: Job, reporter: Reporter, timeout_s: float | None) -> JobStatus:
     finally:
         events.close()
         reporter.stop()
-    status = conclude(job)
+    status = conclude(job, state)
     reporter.note(summary_line(status, time.monotonic() - started, rows_before))
     return status
 
@@ -401,11 +407,11 @@ def no_worker_hint(plan: Plan, workers: list[dict]) -> str:
     return text
 
 
-def conclude(job: Job) -> JobStatus:
-    try:
-        return job.status()
-    except JobCheckError as exc:
-        raise Qwen3BatchError(f"job check failed, not marked done: {exc}") from exc
+def conclude(job: Job, state: JobState) -> JobStatus:
+    status = job.status(state)
+    if status.problems:
+        raise Qwen3BatchError(f"job check failed, not marked done: {'; '.join(status.problems[:3])}")
+    return status
 
 
 # --- small in-memory batches ----------------------------------------------------------------------------

@@ -1,5 +1,5 @@
-"""A follower's wait between two looks at a job: the poll interval, cut short when every shard
-still pending has been announced done on the job's pub/sub channel (workers/runner.announce).
+"""A follower's wait between two looks at a job: the poll interval, cut short when as many shards
+as were still pending have been announced done on the job's pub/sub channel (common/dispatch.announce).
 
 An announcement is only a hint that the store is worth reading now: a follower that misses one (it
 subscribed late, Redis restarted, a message was dropped) waits out its poll interval as before, so
@@ -23,8 +23,9 @@ class ShardEvents:
         except redis.RedisError:
             self.close()
 
-    def wait(self, pending: set[str], seconds: float) -> None:
-        """Sleep up to `seconds`; return early once every shard in `pending` was announced."""
+    def wait(self, pending: int, seconds: float) -> None:
+        """Sleep up to `seconds`; return early once `pending` distinct shards were announced (the
+        count, not the ids: a follower does not hold the ids of a job's pending shards)."""
         deadline = time.monotonic() + seconds
         heard: set[str] = set()
         while (left := deadline - time.monotonic()) > 0:
@@ -39,7 +40,7 @@ class ShardEvents:
             if message and message.get("type") == "message":
                 data = message["data"]
                 heard.add(data.decode(errors="replace") if isinstance(data, bytes) else str(data))
-                if pending and pending <= heard:
+                if pending and len(heard) >= pending:
                     return
 
     def close(self) -> None:

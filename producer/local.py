@@ -2,17 +2,22 @@
 
 import logging
 import time
+from collections.abc import Callable
 
 from common import defaults
 from common.errors import PermanentShardError
+from common.io.manifest import save_manifest
+from common.io.plans import Plan
 from common.io.store import OutputStore
-from common.jobstate import read_state
-from common.schemas import Plan, QuarantineRecord
+from common.jobstate import Event, JobCheckError, JobState, finalize, fold_and_save, read_state
+from common.schemas import QuarantineRecord, ShardSpec
 from workers.engines.base import EngineSpec
 from workers.engines.registry import create_engine
 from workers.pipeline import run_shard
 
 log = logging.getLogger(__name__)
+
+FOLD_EVERY_S = 10.0  # the manifest is brought up to date this often (what `producer status` elsewhere reads)
 
 
 def engine_spec_for(plan: Plan, device: str) -> EngineSpec:
@@ -21,28 +26,77 @@ def engine_spec_for(plan: Plan, device: str) -> EngineSpec:
                       device=device, seqlens=spec.seqlens)
 
 
-def run_local(store: OutputStore, plan: Plan, device: str = defaults.DEFAULT_DEVICE,
-              max_attempts: int = defaults.DEFAULT_MAX_ATTEMPTS, on_shard=lambda outcome: None,
-              on_progress=lambda rows, tokens: None, engine=None) -> None:
+class LocalRun:
     """Every pending shard, one after another, with the queued workers' policy: a failure is
     retried up to max_attempts, one that fails the same way every time (a changed input) is
-    quarantined at once, and a cancel (`producer cancel OUT`) stops before the next shard."""
-    pending = read_state(store, plan).pending
-    if not pending:
-        return  # a finished job submitted again: no model to load
-    engine = engine or create_engine(engine_spec_for(plan, device))
-    for shard_id in pending:
-        if store.is_cancelled():
-            return
-        for attempt in range(1, max_attempts + 1):
-            try:
-                on_shard(run_shard(store, plan, shard_id, engine, worker="local", progress=on_progress))
-                break
-            except Exception as exc:  # one bad shard never kills the job
-                log.exception("shard %s failed (attempt %d/%d)", shard_id, attempt, max_attempts)
-                if attempt == max_attempts or isinstance(exc, PermanentShardError):
-                    reason = str(exc) if isinstance(exc, PermanentShardError) else f"{type(exc).__name__}: {exc}"
-                    store.quarantine(QuarantineRecord(shard_id=shard_id, attempts=attempt, reason=reason[:2000],
-                                                      quarantined_at=time.time()))
-                    on_shard(None)
+    quarantined at once, and a cancel (`producer cancel OUT`) stops before the next shard. What it
+    commits is folded into the store's manifest every few seconds and at the end, then the job is
+    checked and marked done, as a reconciler pass does for a queued job."""
+
+    def __init__(self, store: OutputStore, plan: Plan, device: str = defaults.DEFAULT_DEVICE,
+                 max_attempts: int = defaults.DEFAULT_MAX_ATTEMPTS, engine=None):
+        self.store, self.plan, self.device, self.max_attempts, self.engine = store, plan, device, max_attempts, engine
+        self.state: JobState = read_state(store, plan)
+        self.unfolded: list[Event] = []
+        self.folded_at = time.monotonic()
+
+    def run(self, on_shard: Callable[[], None] = lambda: None,
+            on_progress: Callable[[int, int], None] = lambda rows, tokens: None) -> JobState:
+        if not self.state.manifest.finished:
+            done = self.state.manifest.done_mask()
+            for shard in self.plan.iter_shards():
+                if done[shard.ordinal]:
+                    continue
+                if self.store.is_cancelled():
                     break
+                self.note(self.run_one(shard, on_progress))
+                on_shard()
+        self.fold()
+        if self.state.manifest.finished:
+            try:
+                finalize(self.store, self.plan, self.state.manifest)
+            except JobCheckError as exc:
+                self.state.manifest.problems.append(str(exc))
+                save_manifest(self.store, self.state.manifest)
+        self.state = read_state(self.store, self.plan, known=self.state.manifest)
+        return self.state
+
+    def run_one(self, shard: ShardSpec, on_progress) -> Event:
+        committed = self.store.load_commit(shard.shard_id)  # by an earlier run that stopped before its fold
+        if committed is not None:
+            self.store.publish(committed)
+            return self.event_of(committed, shard)
+        if self.engine is None:
+            self.engine = create_engine(engine_spec_for(self.plan, self.device))
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                outcome = run_shard(self.store, self.plan, shard, self.engine, worker="local", progress=on_progress)
+                return self.event_of(outcome.record, shard)
+            except Exception as exc:  # one bad shard never kills the job
+                log.exception("shard %s failed (attempt %d/%d)", shard.shard_id, attempt, self.max_attempts)
+                if attempt == self.max_attempts or isinstance(exc, PermanentShardError):
+                    reason = str(exc) if isinstance(exc, PermanentShardError) else f"{type(exc).__name__}: {exc}"
+                    self.store.quarantine(QuarantineRecord(shard_id=shard.shard_id, attempts=attempt,
+                                                           reason=reason[:2000], quarantined_at=time.time()))
+                    return Event("q", shard.ordinal, shard.rows)
+
+    @staticmethod
+    def event_of(record, shard: ShardSpec) -> Event:
+        return Event("c", shard.ordinal, record.rows_in, record.rows_out, record.rows_rejected, record.tokens)
+
+    def note(self, event: Event) -> None:
+        """A shard done: counted now (progress), folded into the store's manifest every few seconds."""
+        self.unfolded.append(event)
+        self.state = JobState(self.plan, self.state.manifest, False, None, list(self.unfolded))
+        if time.monotonic() - self.folded_at > FOLD_EVERY_S:
+            self.fold()
+
+    def fold(self) -> None:
+        manifest = fold_and_save(self.store, self.plan, self.unfolded, self.state.manifest)
+        self.unfolded, self.folded_at = [], time.monotonic()
+        self.state = JobState(self.plan, manifest, self.store.is_cancelled(), None)
+
+
+def run_local(store: OutputStore, plan: Plan, device: str = defaults.DEFAULT_DEVICE,
+              max_attempts: int = defaults.DEFAULT_MAX_ATTEMPTS, engine=None) -> JobState:
+    return LocalRun(store, plan, device, max_attempts, engine).run()

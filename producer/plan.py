@@ -1,9 +1,10 @@
 """Corpus -> job fingerprint + deterministic shards + duplicate ids. No broker here.
 
-The plan is computed by streaming every input once, in bounded memory, and written atomically
-to the output store before anything is enqueued (the store's files are its only side effect).
-Ids seen earlier in the corpus are found with a hash-partitioned spill to disk, so memory does
-not grow with the corpus either.
+The plan is computed by streaming every input once, in bounded memory, and written to the output
+store before anything is enqueued (the store's files are its only side effect): its shards and
+inputs go into tables a row group at a time as the scan finds them (common/io/plans.py), and ids
+seen earlier in the corpus are found with a hash-partitioned spill to disk, so memory grows with
+neither the corpus nor the number of shards.
 """
 
 import hashlib
@@ -15,9 +16,10 @@ from pathlib import Path
 from common.errors import ConfigError
 from common.io import corpus, fs
 from common.io.duplicates import DuplicateFinder
+from common.io.plans import Plan, PlanTables, keep_schema_text, load_plan, save_header
 from common.io.store import JobConflictError, OutputStore
 from common.keys import shard_queue
-from common.schemas import JOB_NAME, SEMANTICS_VERSION, JobSpec, Plan
+from common.schemas import JOB_NAME, SEMANTICS_VERSION, JobSpec, PlanHeader
 
 CODE_VERSION = "0.1.0"
 
@@ -55,43 +57,55 @@ def plan_job(source: str, spec: JobSpec, store: OutputStore, name: str | None = 
     identities = [input_identity(path, fmt) for path, fmt in inputs]
     fp = fingerprint(spec, identities)
     if store.has_plan():
-        existing = store.load_plan()
+        existing = load_plan(store)
         if existing.fingerprint != fp:
             raise JobConflictError(f"{store.url} already holds job {existing.job_id}, a different job: "
                                    f"{'; '.join(differences(existing, spec, identities))}. Use another --out, or "
                                    "delete that output to start over")
         return existing, False
-    files, shards = [], []
+    tables = PlanTables()
     finder = DuplicateFinder(total_bytes=sum(size for _, _, size, _ in identities))
+    rows_total, shards_total, kept = 0, 0, KeptTypes(spec.keep_columns)
     try:
         for index, (path, fmt) in enumerate(inputs):
             if on_file:
                 on_file(index, len(inputs), path)
             result = corpus.scan_file(path, fmt, index, spec.input_columns, spec.id_column, spec.shard_rows,
-                                      finder.add, keep_columns=spec.keep_columns)
-            files.append(result.input)
-            shards.extend(result.shards)
-        duplicates = store.save_duplicates(finder.finish)
+                                      finder.add, keep_columns=spec.keep_columns, on_shard=tables.add_shard)
+            info = result.input.model_copy(update={"row_base": rows_total})
+            tables.add_input(info)
+            kept.add(info)
+            rows_total += info.rows
+            shards_total += result.shard_count
+        duplicates = finder.finish(tables.duplicates_path)
+        folder, sizes = tables.store(store, fp)
     finally:
         finder.close()
-    check_keep_column_types(files, spec.keep_columns)
-    plan = Plan(
-        job_id=job_id_for(fp, store.url, name), fingerprint=fp, spec=spec, inputs=tuple(files), shards=tuple(shards),
-        rows_total=sum(f.rows for f in files), id_type=finder.id_type, duplicate_ids=duplicates,
-        queue=shard_queue(spec.task, spec.model.identity, spec.dtype, spec.backend),
-        created_at=time.time(), code_version=CODE_VERSION)
-    return store.save_plan(plan), True
+        tables.close()
+    header = PlanHeader(
+        job_id=job_id_for(fp, store.url, name), fingerprint=fp, spec=spec, rows_total=rows_total,
+        shards_total=shards_total, files_total=len(inputs), id_type=finder.id_type, duplicate_ids=duplicates,
+        queue=shard_queue(spec.task, spec.model.identity, spec.dtype, spec.backend), tables=folder,
+        tables_bytes=sizes, keep_schema=keep_schema_text(kept.types), created_at=time.time(),
+        code_version=CODE_VERSION)
+    return save_header(store, header), True
 
 
-def check_keep_column_types(files, keep_columns: tuple[str, ...]) -> None:
+class KeptTypes:
     """Every part file of a job has one schema: a kept column must have one type in every input."""
-    seen: dict[str, tuple] = {}
-    for info in files:
-        for name, kind in corpus.keep_column_types(info, keep_columns).items():
-            first = seen.setdefault(name, (kind, info.path))
-            if first[0] != kind:
-                raise ConfigError(f"--keep-columns {name}: it is {first[0]} in {first[1]} but {kind} in {info.path} "
-                                  "(jsonl values are kept as strings); the output needs one type")
+
+    def __init__(self, keep_columns: tuple[str, ...]):
+        self.keep_columns = keep_columns
+        self.types: dict = {}
+        self.first: dict[str, str] = {}
+
+    def add(self, info) -> None:
+        for name, kind in corpus.keep_column_types(info, self.keep_columns).items():
+            if name not in self.types:
+                self.types[name], self.first[name] = kind, info.path
+            elif self.types[name] != kind:
+                raise ConfigError(f"--keep-columns {name}: it is {self.types[name]} in {self.first[name]} but {kind} in "
+                                  f"{info.path} (jsonl values are kept as strings); the output needs one type")
 
 
 def differences(existing: Plan, spec: JobSpec, identities: list[tuple[str, str, int, str]]) -> list[str]:
@@ -103,7 +117,7 @@ def differences(existing: Plan, spec: JobSpec, identities: list[tuple[str, str, 
     for name in sorted(set(old) | set(new)):
         if name != "model" and old.get(name) != new.get(name):
             out.append(f"--{name.replace('_', '-')} {_shown(old.get(name))} -> {_shown(new.get(name))}")
-    planned = {f.path: f for f in existing.inputs}
+    planned = {f.path: f for f in existing.iter_inputs()}
     given = {path: (size, sample) for path, _, size, sample in identities}
     for path in sorted(set(planned) | set(given)):
         if path not in given:

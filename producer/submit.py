@@ -1,4 +1,4 @@
-"""Enqueue and follow jobs through the broker: the only producer module that talks to Redis."""
+"""Enqueue and follow jobs through the broker: the producer's Redis operations, in one place."""
 
 from collections.abc import Callable
 
@@ -8,10 +8,12 @@ from common import dispatch, heartbeats, job_registry, keys
 from common.broker import BrokerUnreachableError, check_broker, redis_client
 from common.celery_app import make_app
 from common.errors import Qwen3BatchError
+from common.io.manifest import save_manifest
+from common.io.plans import Plan
 from common.io.store import OutputStore
+from common.jobstate import Event, JobState, read_state
 from common.paths import is_within
-from common.reconcile import reconcile_job
-from common.schemas import Plan
+from common.reconcile import fold_log, reconcile_job, recent_events
 from common.settings import Settings
 
 
@@ -25,38 +27,64 @@ def connect(settings: Settings) -> redis.Redis:
     return client
 
 
-def publisher(settings: Settings, client: redis.Redis, on_progress: Callable[[int], None] = lambda n: None):
-    app = make_app(settings)
-    return lambda plan, output, shard_ids: dispatch.publish_shards(app, client, plan, output, shard_ids, on_progress)
+def publisher(settings: Settings, client: redis.Redis,
+              on_progress: Callable[[int], None] = lambda n: None) -> dispatch.Publisher:
+    return dispatch.Publisher(make_app(settings), client, on_progress)
 
 
 def enqueue(settings: Settings, client: redis.Redis, store: OutputStore, plan: Plan,
-            on_progress: Callable[[int], None] = lambda n: None) -> list[str]:
-    """Register the job and publish every shard that nothing will run: on a first submit all of
-    them, on a resubmit or resume only those with no commit, no queued message and no live holder
-    (so a resume never doubles the queue). Returns the shards published."""
+            on_progress: Callable[[int], None] = lambda n: None) -> int:
+    """Register the job, set its window up from the store, and publish what nothing will run: the
+    first window of a new job; on a resubmit or resume, what a crash or a Redis loss left without a
+    message, then the window topped up (a resume never doubles the queue). Returns the messages sent."""
     dispatch.register_job(client, plan, store.url)
     if settings.output_root and is_within(store.url, settings.output_root):
         job_registry.register(settings.output_root, plan.job_id, store.url)  # outlives Redis
     client.delete(keys.job_cancelled(plan.job_id))
     outcome = reconcile_job(client, publisher(settings, client, on_progress), store, plan, grace_s=0)
-    return outcome.republished
+    return len(outcome.republished) + outcome.topped_up
 
 
 def retry_quarantined(client: redis.Redis, store: OutputStore, plan: Plan) -> list[str]:
-    """Give quarantined shards another round of attempts: their records and counters go."""
-    cleared = store.clear_quarantine()
-    if cleared:
-        client.hdel(keys.job_attempts(plan.job_id), *cleared)
-        client.hdel(keys.job_errors(plan.job_id), *cleared)
-        store.drop_success()
-    return cleared
+    """Give quarantined shards another round of attempts: their records, their done bits and their
+    counters go, and the manifest counts them pending again (the next pass finds them below the
+    cursor with no record, and publishes them)."""
+    for _ in range(5):
+        manifest = fold_log(client, store, plan)
+        ordinals = manifest.quarantined_ordinals()
+        if not ordinals:
+            return []
+        shards = [plan.shard_at(o) for o in ordinals]
+        ids = [s.shard_id for s in shards]
+        store.clear_quarantine(ids)
+        manifest.clear_quarantine(ordinals, [s.rows for s in shards], ids)
+        if save_manifest(store, manifest):
+            break
+    with client.pipeline(transaction=True) as pipe:
+        pipe.hdel(keys.job_attempts(plan.job_id), *ids)
+        pipe.hdel(keys.job_errors(plan.job_id), *ids)
+        for ordinal in ordinals:
+            pipe.setbit(keys.job_done(plan.job_id), ordinal, 0)
+        pipe.execute()
+    store.drop_success()
+    return ids
 
 
-def reconcile(settings: Settings, client: redis.Redis, store: OutputStore, plan: Plan) -> list[str]:
+def reconcile(settings: Settings, client: redis.Redis, store: OutputStore, plan: Plan) -> list[int]:
     """One reconciler pass for a followed job (under the job's lock, like the workers' passes)."""
     outcome = reconcile_job(client, publisher(settings, client), store, plan, lock_s=settings.reconcile_interval_s)
     return outcome.republished
+
+
+def state(client: redis.Redis | None, store: OutputStore, plan: Plan, known=None) -> JobState:
+    """The job's state: the store's, plus the commits Redis announced that are not folded yet."""
+    recent: list[Event] = []
+    if client is not None:
+        try:
+            recent = recent_events(client, plan.job_id)
+        except redis.RedisError:
+            pass
+    return read_state(store, plan, recent, known)
 
 
 def refusals(client: redis.Redis, plan: Plan) -> dict[str, str]:
@@ -79,7 +107,7 @@ def check_workers_accept(client: redis.Redis, plan: Plan, output: str) -> None:
     serving = [w for w in live_workers(client) if w.get("queue") == plan.queue and "output_root" in w]
     if not serving:
         return  # nobody to ask yet; `--wait` reports refusals if they come
-    inputs = [f.path for f in plan.inputs]
+    inputs = [f.path for f in plan.iter_inputs()]
     accepting = [w for w in serving if is_within(output, w["output_root"])
                  and all(any(is_within(p, r) for r in w.get("input_roots", ())) for p in inputs)]
     if accepting:

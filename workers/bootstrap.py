@@ -56,10 +56,10 @@ def boot_compile_worker(spec: WorkerSpec) -> WorkerContext:
 
 
 def start_reconciler(ctx: WorkerContext) -> Reconciler:
-    """Every worker runs the reconciler for the jobs in its output root (common/reconcile.py)."""
-    app = make_app(ctx.settings)
-    reconciler = Reconciler(ctx.redis, lambda plan, output, ids: dispatch.publish_shards(app, ctx.redis, plan, output, ids),
-                            root=ctx.output_root, interval_s=ctx.settings.reconcile_interval_s)
+    """Every worker runs the reconciler for the jobs in its output root (common/reconcile.py), and
+    tops up the windows of the jobs it works on with the same publisher."""
+    ctx.publisher = dispatch.Publisher(make_app(ctx.settings), ctx.redis)
+    reconciler = Reconciler(ctx.redis, ctx.publisher, root=ctx.output_root, interval_s=ctx.settings.reconcile_interval_s)
     reconciler.start()
     return reconciler
 

@@ -22,9 +22,9 @@ import numpy as np
 
 from common import defaults
 from common.io import corpus, output
-from common.io.duplicates import load_duplicates
+from common.io.plans import Plan
 from common.io.store import OutputStore
-from common.schemas import SEMANTICS_VERSION, CommitRecord, Plan, ShardSpec
+from common.schemas import SEMANTICS_VERSION, CommitRecord, ShardSpec
 from common.templates import format_query
 from workers.engines.base import Engine
 
@@ -43,24 +43,23 @@ class ShardOutcome:
 Progress = Callable[[int, int], None]  # (rows, tokens) just done, for the worker's heartbeat
 
 
-def run_shard(store: OutputStore, plan: Plan, shard_id: str, engine: Engine, worker: str,
+def run_shard(store: OutputStore, plan: Plan, shard: ShardSpec, engine: Engine, worker: str,
               fault: Callable[[str, str], None] = lambda point, shard_id: None,
               progress: Progress = lambda rows, tokens: None) -> ShardOutcome:
     started = time.perf_counter()
-    shard = plan.shard(shard_id)
-    info = plan.inputs[shard.file_index]
-    corpus.check_input(info, shard)  # before a row is read: InputChangedError
+    shard_id = shard.shard_id
+    info = plan.input(shard.file_index)
     fault("before_compute", shard_id)
     engine = engine.configured(plan.spec.seqlens)
     dim = engine.check_dim(plan.spec.dim) if plan.spec.task == "embed" else 0
     data_key, reject_key = store.data_key(shard_id), store.reject_key(shard_id)
     schema = output.result_schema(plan.spec.task, plan.id_type, dim, plan.spec.output_dtype,
-                                  corpus.keep_column_types(info, plan.spec.keep_columns), file_metadata(plan, engine))
+                                  plan.keep_column_types(), file_metadata(plan, engine))
     rejects: list[tuple] = []
     attempt = store.new_attempt(shard_id)
     try:
         with output.ParquetChunkWriter(schema, attempt.path(data_key)) as writer:
-            totals = compute(engine, plan, read_chunks(store, plan, shard, rejects), dim, progress, writer.write)
+            totals = compute(engine, plan, read_chunks(plan, shard, rejects), dim, progress, writer.write)
         progress(len(rejects), 0)  # rows rejected while reading count as done
         rejects += totals.failed
         fault("after_compute", shard_id)
@@ -73,7 +72,8 @@ def run_shard(store: OutputStore, plan: Plan, shard_id: str, engine: Engine, wor
             rows_rejected=len(rejects), tokens=totals.tokens, data_file=data_key,
             reject_file=reject_key if rejects else None, data_sha256=writer.sha256,
             data_bytes=attempt.path(data_key).stat().st_size, worker=worker,
-            seconds=round(time.perf_counter() - started, 3), committed_at=time.time())
+            seconds=round(time.perf_counter() - started, 3), committed_at=time.time(),
+            simulated=plan.spec.backend == "simulated", random_weights=engine.info.random_weights)
         if record.rows_out + record.rows_rejected != record.rows_in:
             raise AssertionError(f"shard {shard_id}: {record.rows_out} + {record.rows_rejected} != {record.rows_in}")
         fault("before_commit", shard_id)
@@ -85,14 +85,13 @@ def run_shard(store: OutputStore, plan: Plan, shard_id: str, engine: Engine, wor
     return ShardOutcome("committed" if won else "lost_race", record if won else store.load_commit(shard_id))
 
 
-def read_chunks(store: OutputStore, plan: Plan, shard: ShardSpec, rejects: list) -> Iterator[list]:
+def read_chunks(plan: Plan, shard: ShardSpec, rejects: list) -> Iterator[list]:
     """The shard's runnable rows in input order, ENGINE_CHUNK_ROWS at a time; rows rejected while
     reading (bad input, duplicate ids) are added to `rejects` as (row, id, reason)."""
-    spec, info = plan.spec, plan.inputs[shard.file_index]
-    duplicates = load_duplicates(store, shard.file_index, shard.row_start, shard.row_end)
-    base = plan.row_id_base(shard.file_index)
+    spec, info = plan.spec, plan.input(shard.file_index)
+    duplicates = plan.duplicates_in(shard)
     chunk = []
-    for row in corpus.read_rows(info, shard, spec.input_columns, spec.id_column, base, spec.keep_columns):
+    for row in corpus.read_rows(info, shard, spec.input_columns, spec.id_column, spec.keep_columns):
         reason = row.reject or duplicates.get(row.index)
         if reason:
             rejects.append((row.row, row.id, reason))

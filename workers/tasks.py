@@ -11,7 +11,7 @@ from celery import Celery, signals
 from celery.worker.request import Request
 
 from common import keys
-from common.schemas import JOB_NAME, SHARD_ID
+from common.schemas import JOB_NAME, MAX_ORDINAL, SHARD_ID
 from common.settings import load_settings
 from workers.bootstrap import boot_shard_worker
 from workers.runner import RetryShard, WorkerContext, handle_message
@@ -68,12 +68,13 @@ def main_process_redis() -> redis.Redis:
 def note_requeued(kwargs, reason: str | None) -> None:
     if not isinstance(kwargs, dict):
         return
-    job, shard = kwargs.get("job_id"), kwargs.get("shard_id")
-    if not (isinstance(job, str) and JOB_NAME.match(job) and isinstance(shard, str) and SHARD_ID.match(shard)):
+    job, shard, ordinal = kwargs.get("job_id"), kwargs.get("shard_id"), kwargs.get("ordinal")
+    if not (isinstance(job, str) and JOB_NAME.match(job) and isinstance(shard, str) and SHARD_ID.match(shard)
+            and type(ordinal) is int and 0 <= ordinal < MAX_ORDINAL):
         return
     try:
         client = main_process_redis()
-        client.hset(keys.job_queued(job), shard, time.time())
+        client.hset(keys.job_queued(job), shard, f"{time.time()} {ordinal}")
         if reason:
             client.hset(keys.job_errors(job), shard, reason)
     except redis.RedisError:

@@ -7,6 +7,7 @@ Every row comes back either as values or as a reject reason: a bad row never kil
 
 import glob
 import hashlib
+import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -103,33 +104,40 @@ def sample_sha256(path: str, size: int) -> str:
 
 
 def shard_id(file_index: int, row_start: int) -> str:
-    return f"{file_index:05d}-{row_start:012d}"
+    return f"{file_index:08d}-{row_start:012d}"
 
 
 # --- planning scans -----------------------------------------------------------------------------
 @dataclass
 class ScanResult:
     input: InputFile
-    shards: list[ShardSpec]
+    shard_count: int
+    shards: list[ShardSpec]  # empty when they went to on_shard
 
 
 def scan_file(path: str, fmt: str, file_index: int, columns: tuple[str, ...], id_column: str,
-              shard_rows: int, on_ids, keep_columns: tuple[str, ...] = ()) -> ScanResult:
+              shard_rows: int, on_ids, keep_columns: tuple[str, ...] = (), on_shard=None) -> ScanResult:
     """Count rows, cut shards and stream ids to `on_ids(file_index, rows, ids)`, in one pass; an
     InputError when the text columns (or the --keep-columns) are missing from the file. From a
     bucket: jsonl is read through once, a block of ranged reads at a time (bounded memory);
-    Parquet gives its row counts from its footer, and only the id column is read."""
+    Parquet gives its row counts from its footer, and only the id column is read. Each shard goes
+    to `on_shard` as it is cut (or into the result's list, for small uses)."""
+    kept: list[ShardSpec] = []
+    on_shard = on_shard or kept.append
     path = str(path)
     size = fs.size(path)
+    footer = ""
     if fmt == "jsonl":
         sample = ColumnSample(path, columns, keep_columns)
-        rows, shards = _scan_jsonl(path, file_index, id_column, shard_rows, on_ids, sample)
+        rows, shards = _scan_jsonl(path, file_index, id_column, shard_rows, on_ids, sample, on_shard)
         sample.check()
     else:
-        rows, shards = _scan_parquet(path, file_index, columns, id_column, shard_rows, on_ids, keep_columns)
+        rows, shards = _scan_parquet(path, file_index, columns, id_column, shard_rows, on_ids, keep_columns,
+                                     on_shard)
+        footer = hashlib.sha256(read_footer(path, size)[0]).hexdigest()
     info = InputFile(path=path, format=fmt, size=size, mtime_ns=fs.mtime_ns(path),
-                     sample_sha256=sample_sha256(path, size), rows=rows)
-    return ScanResult(info, shards)
+                     sample_sha256=sample_sha256(path, size), rows=rows, footer_sha256=footer)
+    return ScanResult(info, shards, kept)
 
 
 class ColumnSample:
@@ -170,10 +178,11 @@ class ColumnSample:
                                  f"named in --keep-columns ({seen})")
 
 
-def _scan_jsonl(path: str, file_index: int, id_column: str, shard_rows: int, on_ids, sample: ColumnSample):
+def _scan_jsonl(path: str, file_index: int, id_column: str, shard_rows: int, on_ids, sample: ColumnSample,
+                on_shard):
     """One pass over the file; each shard's byte range is hashed on the way (the bytes are read
-    anyway), so a worker can tell that the file changed under the plan before it reads a row."""
-    shards, rows, offset, lines = [], 0, 0, 0
+    anyway), so a worker can tell that the file changed under the plan as it reads the shard."""
+    shards, rows, offset, lines = 0, 0, 0, 0
     start_row, start_offset, start_line = 0, 0, 0
     ids, id_rows = [], []
     want_ids = id_column != defaults.ROW_NUMBER_ID
@@ -190,7 +199,8 @@ def _scan_jsonl(path: str, file_index: int, id_column: str, shard_rows: int, on_
             lines += 1
             line = raw[len(BOM):] if rows == 0 and raw.startswith(BOM) else raw
             if line.strip() and rows and rows % shard_rows == 0:
-                shards.append(cut(rows, line_offset))
+                on_shard(cut(rows, line_offset))
+                shards += 1
                 start_row, start_offset, start_line = rows, line_offset, lines - 1
                 digest = hashlib.sha256()
             digest.update(raw)
@@ -210,7 +220,8 @@ def _scan_jsonl(path: str, file_index: int, id_column: str, shard_rows: int, on_
     if ids:
         on_ids(file_index, id_rows, ids)
     if rows > start_row:
-        shards.append(cut(rows, offset))
+        on_shard(cut(rows, offset))
+        shards += 1
     return rows, shards
 
 
@@ -225,7 +236,7 @@ def _jsonl_object(line: bytes):
 
 
 def _scan_parquet(path: str, file_index: int, columns: tuple[str, ...], id_column: str, shard_rows: int, on_ids,
-                  keep_columns: tuple[str, ...] = ()):
+                  keep_columns: tuple[str, ...], on_shard):
     pf = open_parquet(path)
     check_parquet_schema(path, pf.schema_arrow, columns, id_column, keep_columns)
     rows = pf.metadata.num_rows
@@ -235,9 +246,32 @@ def _scan_parquet(path: str, file_index: int, columns: tuple[str, ...], id_colum
             values = [normalize_id(v) for v in batch.column(0).to_pylist()]
             on_ids(file_index, list(range(done, done + len(values))), values)
             done += len(values)
-    shards = [ShardSpec(shard_id=shard_id(file_index, s), file_index=file_index, row_start=s,
-                        row_end=min(rows, s + shard_rows)) for s in range(0, rows, shard_rows)]
-    return rows, shards
+    ranges = row_group_ranges([pf.metadata.row_group(g).num_rows for g in range(pf.metadata.num_row_groups)],
+                              shard_rows)
+    for start, end in ranges:
+        on_shard(ShardSpec(shard_id=shard_id(file_index, start), file_index=file_index, row_start=start, row_end=end))
+    return rows, len(ranges)
+
+
+def row_group_ranges(group_rows: list[int], shard_rows: int) -> list[tuple[int, int]]:
+    """Shard row ranges aligned to a Parquet file's row groups: whole groups gathered up to
+    `shard_rows`, a larger group cut into pieces of `shard_rows`. No shard then reads a group it
+    uses only the edge of (a 10-row shard straddling two 1M-row groups read both)."""
+    ranges, start, first = [], 0, 0
+    for n in group_rows:
+        end_of_group = first + n
+        if n > shard_rows:  # close what is gathered, then cut this group
+            if start < first:
+                ranges.append((start, first))
+            ranges += [(s, min(s + shard_rows, end_of_group)) for s in range(first, end_of_group, shard_rows)]
+            start = end_of_group
+        elif end_of_group - start > shard_rows:
+            ranges.append((start, first))
+            start = first
+        first = end_of_group
+    if start < first:
+        ranges.append((start, first))
+    return ranges
 
 
 def open_parquet(path: str) -> pq.ParquetFile:
@@ -266,6 +300,22 @@ def check_parquet_schema(path: str, schema: pa.Schema, columns: tuple[str, ...],
                          f"{schema.names}")
 
 
+def open_planned_parquet(info: InputFile) -> pq.ParquetFile:
+    """A planned Parquet input, its footer read once (one read of its tail) and checked against the
+    plan's digest of it: the footer names every column chunk's offset and size, so a rewritten file
+    is refused before a row is read. The file is then opened with that footer, so reading its rows
+    costs no second footer read and, in a bucket, no size lookup."""
+    try:
+        footer, end = read_footer(info.path, info.size)
+    except OSError as exc:
+        raise InputChangedError(f"input_changed: {info.path} cannot be read any more ({exc})") from exc
+    if info.footer_sha256 and hashlib.sha256(footer).hexdigest() != info.footer_sha256:
+        raise _changed(info.path, "its Parquet footer (row groups, offsets, statistics)")
+    metadata = pq.read_metadata(io.BytesIO(b"PAR1" + footer + end))
+    source = fs.open_url(info.path, "rb", size=info.size, **READ_AHEAD) if fs.is_object_url(info.path) else info.path
+    return pq.ParquetFile(source, metadata=metadata)
+
+
 def keep_column_types(info: InputFile, keep_columns: tuple[str, ...]) -> dict[str, pa.DataType]:
     """The output types of the --keep-columns for one input: Parquet's own, strings for jsonl."""
     if not keep_columns:
@@ -292,31 +342,55 @@ class InputChangedError(InputError, PermanentShardError):
     """An input file's bytes differ from what the plan recorded: its shards cannot be run."""
 
 
-def check_input(info: InputFile, shard: ShardSpec | None = None) -> None:
-    """Raise InputChangedError unless the input still holds the planned bytes: for a jsonl shard
-    that carries one, the hash of its own byte range (a worker reads nothing else); otherwise the
-    file's size and the hash of its head and tail (for Parquet that covers the footer, which
-    names every column chunk's offset and size)."""
+def check_input(info: InputFile) -> None:
+    """Raise InputChangedError unless the input's size and the hash of its head and tail bytes are
+    those planned: `resume` uses it to say which inputs changed. A shard checks only what it reads
+    (`read_rows`), as it reads it."""
     path = info.path
     try:
         size = fs.size(path)
     except OSError as exc:
         raise InputChangedError(f"input_changed: {path} cannot be read any more ({exc})") from exc
-    if shard is not None and shard.sha256:
-        if size < shard.byte_end or range_sha256(path, shard.byte_offset, shard.byte_end) != shard.sha256:
-            raise InputChangedError(
-                f"input_changed: {path} bytes {shard.byte_offset}..{shard.byte_end} (shard {shard.shard_id}) differ "
-                "from the plan; the file was rewritten after the job was submitted. Restore it, or submit the new "
-                "file to another --out")
-        return
     if size != info.size or sample_sha256(path, size) != info.sample_sha256:
         raise InputChangedError(
             f"input_changed: {path} is not the file that was planned (size {info.size:,} -> {size:,} bytes, or its "
             "sampled content differs). Restore it, or submit the new file to another --out")
 
 
-def changed_inputs(inputs: tuple[InputFile, ...]) -> list[str]:
-    """A line per input file that differs from the plan (size or sampled content), for status and resume."""
+def _changed(path: str, what: str) -> InputChangedError:
+    return InputChangedError(f"input_changed: {path} {what} differ from the plan; the file was rewritten after the "
+                             "job was submitted. Restore it, or submit the new file to another --out")
+
+
+FOOTER_READ_BYTES = 64 << 10  # a Parquet file's tail read at once: its footer, for most files
+
+
+def read_footer(path: str, size: int) -> tuple[bytes, bytes]:
+    """(a Parquet file's footer, its last 8 bytes), in one read of its tail for most files."""
+    start = max(0, size - FOOTER_READ_BYTES)
+    tail = _read_range(path, start, size)
+    if len(tail) < 8 or tail[-4:] != b"PAR1":
+        raise InputChangedError(f"input_changed: {path} does not end as a Parquet file of {size:,} bytes does")
+    length = int.from_bytes(tail[-8:-4], "little")
+    if length + 8 > len(tail):
+        if length + 8 > size:
+            raise InputChangedError(f"input_changed: {path} has a footer longer than the file")
+        tail = _read_range(path, size - length - 8, size)
+    return tail[-8 - length:-8], tail[-8:]
+
+
+def _read_range(path: str, start: int, end: int) -> bytes:
+    """Bytes [start, end) of a file on disk or in a bucket, in one read (no size lookup first)."""
+    if fs.is_object_url(path):
+        filesystem, key = fs.fs_and_path(path)
+        return filesystem.cat_file(key, start=start, end=end)
+    with open(path, "rb") as f:
+        f.seek(start)
+        return f.read(end - start)
+
+
+def changed_inputs(inputs) -> list[str]:
+    """A line per input file that differs from the plan (size or sampled content), for `resume`."""
     changed = []
     for info in inputs:
         try:
@@ -342,39 +416,64 @@ def range_sha256(path: str, start: int, end: int) -> str:
 
 # --- reading a shard ----------------------------------------------------------------------------
 def read_rows(info: InputFile, shard: ShardSpec, columns: tuple[str, ...], id_column: str,
-              row_id_base: int = 0, keep_columns: tuple[str, ...] = ()) -> Iterator[Row]:
-    """The shard's rows in input order, each with its values or a reject reason.
+              keep_columns: tuple[str, ...] = ()) -> Iterator[Row]:
+    """The shard's rows in input order, each with its values or a reject reason. The input is
+    checked as it is read, at no extra read: a jsonl shard's bytes hash to the planned digest, a
+    Parquet file's footer to the planned one; InputChangedError otherwise (before the last row is
+    out for jsonl, so a changed file's rows are never committed).
 
-    row_id_base: the corpus-wide index of this file's first row, for --id-column @row.
     keep_columns: fields copied into the output (jsonl: strings, other JSON values as their JSON text).
     """
     read = _read_jsonl if info.format == "jsonl" else _read_parquet
-    for index, row in enumerate(read(info.path, shard, columns, id_column, keep_columns), start=shard.row_start):
+    for index, row in enumerate(read(info, shard, columns, id_column, keep_columns), start=shard.row_start):
         row.index = index
         if id_column == defaults.ROW_NUMBER_ID and row.id is not None:
-            row.id += row_id_base
+            row.id += info.row_base
         yield row
 
 
-def _read_jsonl(path: str, shard: ShardSpec, columns, id_column, keep_columns=()) -> Iterator[Row]:
-    wanted, seen = shard.rows, 0
+def _read_jsonl(info: InputFile, shard: ShardSpec, columns, id_column, keep_columns=()) -> Iterator[Row]:
+    wanted, seen, rows = shard.rows, 0, []
     line_no = shard.line_start
-    with fs.open_url(path, "rb", **READ_AHEAD) as f:
-        f.seek(shard.byte_offset)
-        for line in f:
+    digest = hashlib.sha256()
+    with fs.open_url(info.path, "rb", **READ_AHEAD) as f:
+        for line in _lines_between(f, shard.byte_offset, shard.byte_end, digest):
             line_no += 1
             if shard.byte_offset == 0 and line_no == 1 and line.startswith(BOM):
                 line = line[len(BOM):]
             if not line.strip():
                 continue
-            yield parse_jsonl_line(line, line_no, columns, id_column, row_index=shard.row_start + seen,
+            if seen == wanted:
+                raise _changed(info.path, f"bytes {shard.byte_offset}..{shard.byte_end} (shard {shard.shard_id})")
+            row = parse_jsonl_line(line, line_no, columns, id_column, row_index=shard.row_start + seen,
                                    keep_columns=keep_columns)
             seen += 1
-            if seen == wanted:
-                return
-    if seen < wanted:
-        raise InputChangedError(f"input_changed: {path} changed since it was planned: shard {shard.shard_id} "
-                                f"expected {wanted} rows from byte {shard.byte_offset}, found {seen}")
+            if seen < wanted:
+                yield row
+            else:
+                rows.append(row)  # the last row waits for the digest of the whole range
+    if seen < wanted or (shard.sha256 and digest.hexdigest() != shard.sha256):
+        raise _changed(info.path, f"bytes {shard.byte_offset}..{shard.byte_end} (shard {shard.shard_id}, "
+                                  f"{wanted} rows planned, {seen} found)")
+    yield from rows
+
+
+def _lines_between(f, start: int, end: int, digest) -> Iterator[bytes]:
+    """The lines of bytes [start, end) (which begin and end at line starts), hashed on the way."""
+    f.seek(start)
+    left, pending = end - start, b""
+    while left > 0:
+        block = f.read(min(left, 1 << 20))
+        if not block:
+            break
+        left -= len(block)
+        digest.update(block)
+        lines = (pending + block).split(b"\n")
+        pending = lines.pop()
+        for line in lines:
+            yield line + b"\n"
+    if pending:
+        yield pending
 
 
 def parse_jsonl_line(line: bytes, line_no: int, columns, id_column, row_index: int, keep_columns=()) -> Row:
@@ -411,8 +510,8 @@ def _as_text(value) -> str | None:
     return json.dumps(value, ensure_ascii=False)
 
 
-def _read_parquet(path: str, shard: ShardSpec, columns, id_column, keep_columns=()) -> Iterator[Row]:
-    pf = open_parquet(path)
+def _read_parquet(info: InputFile, shard: ShardSpec, columns, id_column, keep_columns=()) -> Iterator[Row]:
+    pf = open_planned_parquet(info)
     wanted = list(dict.fromkeys([*columns, *keep_columns, *([] if id_column == defaults.ROW_NUMBER_ID
                                                            else [id_column])]))
     first, groups = 0, []

@@ -8,6 +8,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+GROUP_ROWS = 65_536  # rows per row group of the stored table: a shard reads the groups its rows fall in
 DUPLICATE_SCHEMA = pa.schema([("file_index", pa.int32()), ("row", pa.int64()), ("id", pa.string()),
                               ("first_file_index", pa.int32()), ("first_row", pa.int64())])
 
@@ -78,7 +79,7 @@ class DuplicateFinder:
             out_path.parent.mkdir(parents=True, exist_ok=True)
             columns = list(zip(*found))
             pq.write_table(pa.Table.from_arrays([pa.array(c, t.type) for c, t in zip(columns, DUPLICATE_SCHEMA)],
-                                                schema=DUPLICATE_SCHEMA), out_path)
+                                                schema=DUPLICATE_SCHEMA), out_path, row_group_size=GROUP_ROWS)
         return len(found)
 
     @staticmethod
@@ -105,20 +106,3 @@ class DuplicateFinder:
 
     def close(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
-
-
-
-
-def load_duplicates(store, file_index: int, row_start: int, row_end: int) -> dict[int, str]:
-    """{row index: reason} for the later occurrences of duplicate ids inside one shard (the planner's
-    table in the output store, read with a row filter)."""
-    from common.io.store import DUPLICATES
-
-    if not store.exists(DUPLICATES):
-        return {}
-    with store.open_read(DUPLICATES) as f:
-        table = pq.read_table(f, filters=[("file_index", "=", file_index), ("row", ">=", row_start),
-                                          ("row", "<", row_end)])
-    return {r: f"duplicate_id: {i!r} first seen in input file #{ff} row {fr}"
-            for r, i, ff, fr in zip(*(table.column(c).to_pylist() for c in ("row", "id", "first_file_index", "first_row")))}
-

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from common.errors import RefusedMessage, StoreUnsupportedError
 from common.io.store import PLAN, TMP, Attempt, OutputStore, OutsideOutputError, new_attempt_id
+from common.schemas import CommitRecord
 from common.paths import is_within
 
 # errnos of a filesystem that has no hard links at all (as opposed to a link that lost a race)
@@ -67,8 +68,16 @@ class LocalStore(OutputStore):
         except FileNotFoundError:
             return []
 
-    def open_read(self, key: str):
+    def open_read(self, key: str, size: int | None = None):
         return open(self.path(key), "rb")
+
+    def read_range(self, key: str, start: int, end: int) -> bytes:
+        with open(self.path(key), "rb") as f:
+            if start < 0:
+                f.seek(max(0, os.fstat(f.fileno()).st_size + start))
+                return f.read()
+            f.seek(start)
+            return f.read(end - start)
 
     def size(self, key: str) -> int:
         return self.path(key).stat().st_size
@@ -104,6 +113,9 @@ class LocalStore(OutputStore):
         except FileNotFoundError:
             if not target.exists():
                 raise StoreUnsupportedError(f"commit names {self.path(source_key)}, which is gone") from None
+
+    def forget_attempt(self, record: CommitRecord) -> None:
+        shutil.rmtree(self.path(f"{TMP}/{self._shard(record.shard_id)}"), ignore_errors=True)
 
     def put_file(self, key: str, local: Path) -> None:
         target = self.writable(self.path(key))

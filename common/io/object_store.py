@@ -12,6 +12,11 @@ server-side copy per shard file, small next to a shard's compute.
 
 Listings are read fresh (fsspec's listing cache is off): the reconciler and the completion check
 must see what other hosts wrote a moment ago. S3 and GCS are strongly consistent for that.
+
+On S3 (`S3Store`) every primitive is one plain key request: a GET, a HEAD, a conditional PUT, a
+server-side COPY, a DELETE. The filesystem layer's conveniences cost more: its `exists` of a
+missing key adds a LIST (is it a "directory"?), its `cat_file` a HEAD (for the size), its `copy` a
+HEAD and its recursive delete a LIST. At 5e5 shards such probes were most of a job's requests.
 """
 
 import shutil
@@ -23,6 +28,8 @@ from common.errors import StoreUnsupportedError
 from common.io.fs import fs_and_path, normalize
 from common.io.store import TMP, Attempt, OutputStore, new_attempt_id
 from common.schemas import CommitRecord
+
+READ_BLOCK_BYTES = 8 << 20  # read-ahead of a file opened for reading: one ranged GET per 8 MiB
 
 
 class ObjectStore(OutputStore):
@@ -77,8 +84,11 @@ class ObjectStore(OutputStore):
             return []
         return [p.rstrip("/").rsplit("/", 1)[-1] for p in listed]
 
-    def open_read(self, key: str):
-        return self.fs.open(self.key_path(key), "rb")
+    def open_read(self, key: str, size: int | None = None):
+        return self.fs.open(self.key_path(key), "rb", size=size, block_size=READ_BLOCK_BYTES)
+
+    def read_range(self, key: str, start: int, end: int) -> bytes:
+        return self.fs.cat_file(self.key_path(key), start=start, end=None if start < 0 else end)
 
     def size(self, key: str) -> int:
         return int(self.fs.size(self.key_path(key)))
@@ -117,18 +127,101 @@ class ObjectStore(OutputStore):
         shutil.rmtree(attempt.local_dir, ignore_errors=True)
 
     def publish_file(self, source_key: str, final_key: str) -> None:
-        if self.exists(final_key):
-            return
+        """A server-side copy, made whether or not the final object exists: the committed attempt's
+        bytes are the only ones ever copied there, so a second copy changes nothing a reader sees,
+        and it saves asking first."""
         try:
-            self.fs.copy(self.key_path(source_key), self.key_path(final_key))  # server-side
+            self.copy(source_key, final_key)
         except FileNotFoundError:
             if not self.exists(final_key):
                 raise StoreUnsupportedError(f"commit names {self.location(source_key)}, which is gone") from None
 
+    def copy(self, source_key: str, final_key: str) -> None:
+        self.fs.copy(self.key_path(source_key), self.key_path(final_key))
+
+    def forget_attempt(self, record: CommitRecord) -> None:
+        keys = [self.attempt_key(record.shard_id, record.attempt, final)
+                for final in (record.data_file, record.reject_file) if final]
+        self.delete_keys(keys)
+
+    def delete_keys(self, keys: list[str]) -> None:
+        for key in keys:
+            self.delete(key)
+
     def put_file(self, key: str, local: Path) -> None:
         self.fs.put_file(str(local), self.key_path(key))
 
-    def verify_file(self, record: CommitRecord) -> bool:
-        """Its size against the record's: the SHA-256 was taken before the upload, and the copy into
-        data/ is server-side; reading every byte back would cost the whole output in egress."""
-        return record.data_bytes <= 0 or self.size(record.data_file) == record.data_bytes
+
+class S3Store(ObjectStore):
+    """S3 and S3-compatible stores, each primitive one plain request (see the module's docstring)."""
+
+    def _bucket_key(self, key: str) -> tuple[str, str]:
+        bucket, _, path = self.key_path(key).partition("/")
+        return bucket, path
+
+    def read_bytes(self, key: str) -> bytes | None:
+        bucket, path = self._bucket_key(key)
+        try:
+            response = self.fs.call_s3("get_object", Bucket=bucket, Key=path)
+        except FileNotFoundError:
+            return None
+        return _read_body(self.fs, response)
+
+    def read_range(self, key: str, start: int, end: int) -> bytes:
+        bucket, path = self._bucket_key(key)
+        span = f"bytes={start}" if start < 0 else f"bytes={start}-{end - 1}"
+        return _read_body(self.fs, self.fs.call_s3("get_object", Bucket=bucket, Key=path, Range=span))
+
+    def exists(self, key: str) -> bool:
+        bucket, path = self._bucket_key(key)
+        try:
+            self.fs.call_s3("head_object", Bucket=bucket, Key=path)
+            return True
+        except FileNotFoundError:
+            return False
+
+    def size(self, key: str) -> int:
+        bucket, path = self._bucket_key(key)
+        return int(self.fs.call_s3("head_object", Bucket=bucket, Key=path)["ContentLength"])
+
+    def delete(self, key: str) -> None:
+        bucket, path = self._bucket_key(key)
+        self.fs.call_s3("delete_object", Bucket=bucket, Key=path)  # S3 answers 204 for a missing key too
+
+    def delete_keys(self, keys: list[str]) -> None:
+        if not keys:
+            return
+        bucket, _ = self._bucket_key(keys[0])
+        for start in range(0, len(keys), 1000):
+            objects = [{"Key": self._bucket_key(k)[1]} for k in keys[start:start + 1000]]
+            self.fs.call_s3("delete_objects", Bucket=bucket, Delete={"Objects": objects, "Quiet": True})
+
+    def names(self, prefix: str) -> list[str]:
+        bucket, path = self._bucket_key(prefix)
+        path = path.rstrip("/") + "/"
+        found, token = [], {}
+        while True:
+            page = self.fs.call_s3("list_objects_v2", Bucket=bucket, Prefix=path, Delimiter="/", **token)
+            found += [o["Key"][len(path):] for o in page.get("Contents", [])]
+            found += [p["Prefix"][len(path):].rstrip("/") for p in page.get("CommonPrefixes", [])]
+            if not page.get("IsTruncated"):
+                return found
+            token = {"ContinuationToken": page["NextContinuationToken"]}
+
+    def copy(self, source_key: str, final_key: str) -> None:
+        bucket, source = self._bucket_key(source_key)
+        _, target = self._bucket_key(final_key)
+        self.fs.call_s3("copy_object", Bucket=bucket, Key=target, CopySource={"Bucket": bucket, "Key": source})
+
+
+def _read_body(fs, response) -> bytes:
+    """The body of a get_object response (aiobotocore streams it: read it on fsspec's loop)."""
+    from fsspec.asyn import sync
+
+    async def read():
+        try:
+            return await response["Body"].read()
+        finally:
+            response["Body"].close()
+
+    return sync(fs.loop, read)

@@ -4,10 +4,12 @@ shared POSIX filesystem (common/io/local_store.py) or in a bucket (common/io/obj
 
 Layout under the output (only `data/` and `rejects/` are meant for readers):
 
-    _plan.json                   the plan, written atomically before anything is enqueued
-    _plan/duplicate_ids.parquet  rows whose id was seen earlier in the corpus
+    _plan.json, _plan/<fp>/      the plan: a header, and its shard, input and duplicate-id tables
+                                 (common/io/plans.py), written before anything is enqueued
     _commits/<shard>.json        one per shard; its creation IS the commit (first committer wins)
     _quarantine/<shard>.json     a shard given up after the attempt cap, with its reason
+    _progress/<version>.json     the commit and quarantine records folded into one manifest
+                                 (common/io/manifest.py): what status and the job's end read
     _tmp/<shard>/<attempt>/      an attempt's files before they are committed
     _CANCELLED, _SUCCESS.json    job state markers (_SUCCESS.json always describes the folder)
     data/part-<shard>.parquet    results: one Parquet dataset
@@ -24,17 +26,15 @@ which is last-writer-wins: two attempts on an accelerator need not be bit-identi
 reader saw must never change under it. A store that cannot create-if-absent is refused up front.
 """
 
-import shutil
-import tempfile
 import uuid
 from abc import ABC, abstractmethod
 from pathlib import Path
 
 from common.errors import ConfigError, PermanentShardError, Qwen3BatchError
-from common.schemas import SHARD_ID, CommitRecord, Plan, QuarantineRecord, SuccessMarker
+from common.schemas import SHARD_ID, CommitRecord, QuarantineRecord, SuccessMarker
 
-PLAN, DUPLICATES, SUCCESS, CANCELLED = "_plan.json", "_plan/duplicate_ids.parquet", "_SUCCESS.json", "_CANCELLED"
-COMMITS, QUARANTINE, TMP, DATA, REJECTS = "_commits", "_quarantine", "_tmp", "data", "rejects"
+PLAN, SUCCESS, CANCELLED = "_plan.json", "_SUCCESS.json", "_CANCELLED"
+COMMITS, QUARANTINE, PROGRESS, TMP, DATA, REJECTS = "_commits", "_quarantine", "_progress", "_tmp", "data", "rejects"
 
 
 class JobConflictError(Qwen3BatchError):
@@ -67,7 +67,9 @@ class OutputStore(ABC):
             from common.io.fs import is_object_url
 
             if is_object_url(str(url)):
-                from common.io.object_store import ObjectStore as backend
+                from common.io.object_store import ObjectStore, S3Store
+
+                backend = S3Store if str(url).lower().startswith("s3://") else ObjectStore
             else:
                 from common.io.local_store import LocalStore as backend
             return super().__new__(backend)
@@ -126,8 +128,13 @@ class OutputStore(ABC):
         """The names of the objects directly under `prefix` (a "folder"), fresh (no listing cache)."""
 
     @abstractmethod
-    def open_read(self, key: str):
-        """A seekable binary file object (Parquet readers read its footer, then only what they need)."""
+    def open_read(self, key: str, size: int | None = None):
+        """A seekable binary file object (Parquet readers read its footer, then only what they need);
+        `size`, when the caller knows it, spares a bucket the request that would look it up."""
+
+    @abstractmethod
+    def read_range(self, key: str, start: int, end: int) -> bytes:
+        """Bytes [start, end) of `key` (start < 0: the last -start bytes), in one read."""
 
     @abstractmethod
     def size(self, key: str) -> int: ...
@@ -152,7 +159,11 @@ class OutputStore(ABC):
 
     @abstractmethod
     def publish_file(self, source_key: str, final_key: str) -> None:
-        """Make a committed attempt's file readable under its final name, unless it already is."""
+        """Make a committed attempt's file readable under its final name (idempotent: the same bytes)."""
+
+    @abstractmethod
+    def forget_attempt(self, record: CommitRecord) -> None:
+        """Remove a published attempt's own files (what publishing made redundant)."""
 
     @abstractmethod
     def put_file(self, key: str, local: Path) -> None:
@@ -161,42 +172,9 @@ class OutputStore(ABC):
     def check_contained(self) -> None:
         """RefusedMessage when the output's own files lead out of it (a planted symlink); buckets have none."""
 
-    def verify_file(self, record: CommitRecord) -> bool:
-        """Whether the published data file is the committed one (a backend may check more cheaply)."""
-        from common.io.output import sha256_stream
-
-        with self.open_read(record.data_file) as f:
-            return sha256_stream(f) == record.data_sha256
-
-    # --- plan ---------------------------------------------------------------------------------------
+    # --- plan ------------------------------------------------------------------------------------------
     def has_plan(self) -> bool:
         return self.exists(PLAN)
-
-    def save_plan(self, plan: Plan) -> Plan:
-        """Write the plan unless one exists; return the plan that owns this output. The same job
-        submitted again gets its existing plan back (a resume); a different job is refused."""
-        if self.create_if_absent(PLAN, plan.model_dump_json(indent=1).encode()):
-            return plan
-        existing = self.load_plan()
-        if existing.fingerprint != plan.fingerprint:
-            raise JobConflictError(f"{self.url} already holds job {existing.job_id}, a different job: use another "
-                                   "--out, or delete that output to start over")
-        return existing
-
-    def load_plan(self) -> Plan:
-        body = self.read_bytes(PLAN)
-        if body is None:
-            raise ConfigError(f"{self.url} holds no job (no {PLAN})")
-        return Plan.model_validate_json(body)
-
-    def save_duplicates(self, write) -> int:
-        """write(local_path) -> count: the planner's table of duplicate ids, stored under the output."""
-        with tempfile.TemporaryDirectory(prefix="q3b-dups-") as tmp:
-            local = Path(tmp) / "duplicate_ids.parquet"
-            count = write(local)
-            if local.exists():
-                self.put_file(DUPLICATES, local)
-            return count
 
     # --- commits ----------------------------------------------------------------------------------
     def load_commit(self, shard_id: str) -> CommitRecord | None:
@@ -225,16 +203,7 @@ class OutputStore(ABC):
         finds a commit whose files are not published (a crash after the commit) finishes it."""
         for final in filter(None, (record.data_file, record.reject_file)):
             self.publish_file(self.attempt_key(record.shard_id, record.attempt, final), final)
-        self.delete_prefix(f"{TMP}/{record.shard_id}")
-
-    def list_commits(self) -> dict[str, CommitRecord]:
-        """Commit records are immutable, so a watcher parses each one once, however often it polls."""
-        cache = self.__dict__.setdefault("_commit_cache", {})
-        return self._load_all(COMMITS, CommitRecord, cache)
-
-    def count_done(self) -> int:
-        """Commit plus quarantine records, without parsing them: a cheap "might the job be done?"."""
-        return len(self._record_names(COMMITS)) + len(self._record_names(QUARANTINE))
+        self.forget_attempt(record)
 
     # --- quarantine, cancel, success --------------------------------------------------------------
     def quarantine(self, record: QuarantineRecord) -> bool:
@@ -244,14 +213,10 @@ class OutputStore(ABC):
         body = self.read_bytes(self.quarantine_key(shard_id))
         return None if body is None else QuarantineRecord.model_validate_json(body)
 
-    def list_quarantined(self) -> dict[str, QuarantineRecord]:
-        return self._load_all(QUARANTINE, QuarantineRecord)
-
-    def clear_quarantine(self) -> list[str]:
-        """Forget every quarantine record (the shards get another round); returns their ids."""
-        cleared = sorted(self.list_quarantined())
-        self.delete_prefix(QUARANTINE)
-        return cleared
+    def clear_quarantine(self, shard_ids: list[str]) -> None:
+        """Forget these shards' quarantine records: they get another round."""
+        for shard_id in shard_ids:
+            self.delete(self.quarantine_key(shard_id))
 
     def is_cancelled(self) -> bool:
         return self.exists(CANCELLED)
@@ -275,26 +240,7 @@ class OutputStore(ABC):
         """The job runs again (quarantined shards retried): no marker until it is whole again."""
         self.delete(SUCCESS)
 
-    # --- shared helpers -------------------------------------------------------------------------------
-    def _record_names(self, folder: str) -> list[str]:
-        return [n for n in self.names(folder) if n.endswith(".json") and not n.startswith(".")]
-
-    def _load_all(self, folder: str, model, cache: dict | None = None) -> dict:
-        out, cache = {}, ({} if cache is None else cache)
-        for name in self._record_names(folder):
-            key = name[:-5]
-            if key not in cache:
-                body = self.read_bytes(f"{folder}/{name}")
-                if body is None:
-                    continue  # deleted between the listing and the read (a cleared quarantine)
-                cache[key] = model.model_validate_json(body)
-            out[key] = cache[key]
-        return out
-
 
 def new_attempt_id() -> str:
     return uuid.uuid4().hex[:16]
 
-
-def remove_local(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)

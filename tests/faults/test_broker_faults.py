@@ -10,8 +10,9 @@ import pyarrow.parquet as pq
 import pytest
 from kombu import Connection, Exchange, Producer
 
+from common.io.plans import load_plan
 from common.io.store import OutputStore
-from common.jobstate import read_state
+from harness.outputs import commit_records, read_records
 from tests.faults.conftest import QUICK_HEALING, SIM, faults, start, submit, wait_for
 from tests.integration.conftest import Cluster, assert_every_id_exactly_once, wait_until_finished, write_corpus
 from harness import cluster
@@ -31,14 +32,14 @@ def test_a_redis_restart_mid_job_ends_with_the_job_complete_and_no_operator_comm
                                                                         **QUICK_HEALING})}
         submit(c, tiny_embed_model, tmp_path / "c.jsonl", tmp_path / "out", 100)
         store = OutputStore(tmp_path / "out")
-        wait_for(lambda: len(store.list_commits()) >= 4, 120, "the first 4 commits")
+        wait_for(lambda: len(commit_records(store)) >= 4, 120, "the first 4 commits")
         # When Redis restarts mid-job (losing its queues and every record unless it persists them)
         server.restart()
         restarted_at = time.time()
         # Then the job completes with nobody running `resume`: the workers reconnect, and their
         # reconcilers publish again what the restart lost
         wait_until_finished(tmp_path / "out", timeout_s=300)
-        commits = read_state(store).commits.values()
+        commits = read_records(store).commits.values()
         after = {r.worker for r in commits if r.committed_at > restarted_at}
         assert after and after <= originals
         assert_every_id_exactly_once(ids, tmp_path / "out")
@@ -56,7 +57,7 @@ def test_a_redis_restart_that_also_replaces_a_busy_pool_child_still_needs_no_ope
     try:
         ids = write_corpus(tmp_path / "c.jsonl", 600)
         [worker] = start(c, 1, tiny_embed_model,
-                         env={**QUICK_HEALING, **faults(barrier, "before_commit:wait-once@00000-000000000000")})
+                         env={**QUICK_HEALING, **faults(barrier, "before_commit:wait-once@00000000-000000000000")})
         submit(c, tiny_embed_model, tmp_path / "c.jsonl", tmp_path / "out", 200)
         barrier.wait_reached("before_commit")
         # When Redis restarts without persistence (every queue, record and the job's registration
@@ -78,9 +79,9 @@ def test_a_producer_killed_halfway_through_enqueuing_is_finished_without_resume(
     ids = write_corpus(tmp_path / "c.jsonl", 1000)
     killed = local_cluster.producer("submit", tmp_path / "c.jsonl", "--model", tiny_embed_model, "--out",
                                     tmp_path / "out", "--backend", "simulated", "--dtype", "fp32", "--shard-rows", 100,
-                                    env={"QWEN3B_FAULTS": "enqueue:kill@00000-000000000400"})
+                                    env={"QWEN3B_FAULTS": "enqueue:kill@00000000-000000000400"})
     assert killed.returncode == -9
-    assert local_cluster.redis.client().llen(OutputStore(tmp_path / "out").load_plan().queue) == 4
+    assert local_cluster.redis.client().llen(load_plan(OutputStore(tmp_path / "out")).queue) == 4
     # When a worker runs, and nobody resumes the job
     start(local_cluster, 1, tiny_embed_model, env=QUICK_HEALING)
     # Then its reconciler publishes the 6 shards the producer never sent, and the job completes
@@ -157,7 +158,7 @@ def test_every_kind_of_bad_input_ends_as_a_reject_with_a_reason_and_the_job_comp
     assert sorted(data) == [15, 16, 17, 20]
     assert data[15]["truncated"] and data[17]["truncated"] and not data[16]["truncated"]
     assert data[17]["n_tokens"] == 512
-    state = read_state(OutputStore(tmp_path / "out"))
+    state = read_records((tmp_path / "out"))
     assert state.success.rows_in == len(bad_lines) + 1 + 4 == state.rows_out + state.rows_rejected
 
 

@@ -10,14 +10,15 @@ import pyarrow.dataset as ds
 import pytest
 
 from common import keys
+from common.io.plans import load_plan
 from common.io.store import OutputStore
-from common.jobstate import read_state
+from harness.outputs import read_records
 from tests.faults.conftest import QUICK_HEALING, committed_by, faults, start, submit, wait_for
 from tests.integration.conftest import assert_every_id_exactly_once, wait_until_finished, write_corpus
 
 pytestmark = pytest.mark.slow
 
-FIRST, SECOND = "00000-000000000000", "00000-000000000200"
+FIRST, SECOND = "00000000-000000000000", "00000000-000000000200"
 
 
 def test_a_dead_workers_shard_restarts_elsewhere_within_60_s_with_the_default_settings(local_cluster, tiny_embed_model,
@@ -58,7 +59,7 @@ def test_a_paused_workers_shard_runs_elsewhere_and_its_late_commit_changes_nothi
     paused.signal_all(signal.SIGCONT)
     barrier.release("before_commit")
     wait_for(lambda: "'lost_race'" in paused.log(), 60, "the paused worker's late commit")
-    assert read_state(OutputStore(out)).commits[shard].worker == other.name
+    assert read_records((out)).commits[shard].worker == other.name
     assert (out / state.commits[shard].data_file).read_bytes() == committed
     assert_every_id_exactly_once(ids, out)
 
@@ -87,7 +88,7 @@ def test_a_shard_that_always_hits_the_hard_limit_is_quarantined_and_resume_does_
     ids = write_corpus(tmp_path / "c.jsonl", 400)
     start(local_cluster, 1, tiny_embed_model, env=env)
     submit(local_cluster, tiny_embed_model, tmp_path / "c.jsonl", tmp_path / "out", 200, env=env)
-    plan = OutputStore(tmp_path / "out").load_plan()
+    plan = load_plan(OutputStore(tmp_path / "out"))
     attempts = lambda: int(local_cluster.redis.client().hget(keys.job_attempts(plan.job_id), FIRST) or 0)  # noqa: E731
     wait_for(lambda: attempts() >= 1, 60, "the first delivery")
     # When an operator resumes the job while the shard hangs

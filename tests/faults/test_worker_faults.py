@@ -12,9 +12,10 @@ import time
 
 import pytest
 
+from common.io.plans import load_plan
 from common.io.store import OutputStore
-from common.jobstate import read_state
-from common.schemas import ShardMessage
+from harness.outputs import read_records
+from common.dispatch import shard_message
 from tests.faults.conftest import faults, send_through_plain_celery, start, submit, wait_for
 from tests.integration.conftest import assert_every_id_exactly_once, wait_until_finished, write_corpus
 from workers.pipeline import FAULT_POINTS
@@ -27,7 +28,7 @@ def test_a_worker_child_killed_mid_shard_has_its_shard_redelivered_and_committed
     # Given a worker held in the middle of its first shard
     ids = write_corpus(tmp_path / "c.jsonl", 600)
     [worker] = start(local_cluster, 1, tiny_embed_model,
-                     env=faults(barrier, "after_compute:wait-once@00000-000000000000"))
+                     env=faults(barrier, "after_compute:wait-once@00000000-000000000000"))
     submit(local_cluster, tiny_embed_model, tmp_path / "c.jsonl", tmp_path / "out", 200)
     [shard] = barrier.wait_reached("after_compute")
     # When its pool child is SIGKILLed there
@@ -68,10 +69,8 @@ def test_racing_duplicate_deliveries_commit_once_and_a_late_zombie_changes_nothi
     submit(local_cluster, tiny_embed_model, tmp_path / "c.jsonl", out, 200)
     [shard] = barrier.wait_reached("before_commit")
     # When a duplicate of its message, sent through a plain Celery client, is committed by another worker
-    plan = OutputStore(out).load_plan()
-    duplicate = ShardMessage(job_id=plan.job_id, output=str(OutputStore(out).root), shard_id=shard,
-                             input_path=plan.inputs[0].path, row_start=plan.shard(shard).row_start,
-                             row_end=plan.shard(shard).row_end)
+    plan = load_plan(OutputStore(out))
+    duplicate = shard_message(plan, str(OutputStore(out).root), plan.shard(shard))
     send_through_plain_celery(local_cluster.url, plan.queue, "embed.shard", duplicate.model_dump())
     start(local_cluster, 1, tiny_embed_model)
     wait_for(lambda: OutputStore(out).load_commit(shard), 60, "the duplicate's commit")
@@ -113,25 +112,25 @@ def test_a_shard_over_its_soft_time_limit_is_quarantined_with_its_reason(local_c
                                                                         barrier):
     # Given a shard held (in Python, where the soft limit's exception lands) past the soft time limit
     env = {"QWEN3B_TASK_TIME_LIMIT_S": "4", "QWEN3B_TASK_SOFT_TIME_LIMIT_S": "2", "QWEN3B_VISIBILITY_TIMEOUT_S": "9",
-           **faults(barrier, "after_compute:wait@00000-000000000200")}
+           **faults(barrier, "after_compute:wait@00000000-000000000200")}
     ids = write_corpus(tmp_path / "c.jsonl", 400)
     start(local_cluster, 1, tiny_embed_model, env=env)
     result = submit(local_cluster, tiny_embed_model, tmp_path / "c.jsonl", tmp_path / "out", 200, "--wait", env=env)
     assert result.returncode == 1, result.stderr + local_cluster.logs()
-    state = read_state(OutputStore(tmp_path / "out"))
+    state = read_records((tmp_path / "out"))
     assert state.success.status == "completed_with_failures"
-    assert "SoftTimeLimitExceeded" in state.quarantined["00000-000000000200"].reason
+    assert "SoftTimeLimitExceeded" in state.quarantined["00000000-000000000200"].reason
     assert_every_id_exactly_once(ids, tmp_path / "out", missing_ok=set(range(200, 400)))
 
 
 def test_a_shard_that_kills_its_worker_every_time_is_quarantined_after_the_cap(local_cluster, tiny_embed_model,
                                                                               tmp_path):
-    poison = "00000-000000000000"
+    poison = "00000000-000000000000"
     ids = write_corpus(tmp_path / "c.jsonl", 400)
     start(local_cluster, 1, tiny_embed_model, env={"QWEN3B_FAULTS": f"before_compute:kill@{poison}"})
     result = submit(local_cluster, tiny_embed_model, tmp_path / "c.jsonl", tmp_path / "out", 200, "--wait")
     assert result.returncode == 1, result.stderr + local_cluster.logs()
-    state = read_state(OutputStore(tmp_path / "out"))
+    state = read_records((tmp_path / "out"))
     assert list(state.quarantined) == [poison]
     assert "worker lost 3 times" in state.quarantined[poison].reason
     assert poison in result.stderr

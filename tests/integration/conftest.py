@@ -8,8 +8,7 @@ import pyarrow.dataset as ds
 import pytest
 
 from harness import corpora
-from common.io.store import OutputStore
-from common.jobstate import read_state
+from harness.outputs import wait_until_finished  # noqa: F401  (the tests import it from here)
 from harness import cluster
 
 # Quick retries, and a 1 s soft shutdown so that stopping an idle worker at teardown takes about
@@ -42,18 +41,6 @@ def assert_every_id_exactly_once(input_ids: list, out: Path, missing_ok: set = f
     assert not lost, f"{len(lost)} ids lost, e.g. {sorted(lost)[:5]}"
     extra = set(seen) - expected
     assert not extra, f"{len(extra)} ids that were not expected, e.g. {sorted(extra)[:5]}"
-
-
-def wait_until_finished(out: Path, timeout_s: float = 300):
-    store = OutputStore(out)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if store.has_plan():
-            state = read_state(store)
-            if state.finished:
-                return state
-        time.sleep(0.25)
-    raise TimeoutError(f"job in {out} did not finish in {timeout_s}s")
 
 
 class Cluster:

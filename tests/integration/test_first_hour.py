@@ -14,7 +14,10 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
+from harness.outputs import commit_records
+
 from common import keys
+from common.io.plans import load_plan
 from common.io.store import OutputStore
 from tests.faults.conftest import faults, wait_for
 from tests.integration.conftest import assert_every_id_exactly_once, wait_until_finished, write_corpus
@@ -141,7 +144,7 @@ def test_progress_moves_within_a_shard_and_the_workers_table_fits_80_columns(loc
     # Then its heartbeat reports the shard's rows as done although nothing is committed yet
     beat = wait_for(lambda: (b := cluster.heartbeat(local_cluster.redis.client(), worker.name))
                     and b.get("current_rows") == 100 and b, 30, "the in-shard rows in the heartbeat")
-    assert beat["current_shard"] == shard and not OutputStore(tmp_path / "out").list_commits()
+    assert beat["current_shard"] == shard and not commit_records(tmp_path / "out")
     # and its memory (resident and high-water mark, the loaded model included) and shards run so far
     assert 100 < beat["rss_mib"] <= beat["peak_rss_mib"] and beat["shards_done"] == 0
     table = local_cluster.producer("workers")
@@ -170,11 +173,11 @@ def test_ctrl_c_while_waiting_says_the_job_goes_on_and_how_to_reattach(local_clu
         tmp_path / "c.jsonl", tiny_embed_model, tmp_path / "out", "--wait"))], env=cluster.base_env(local_cluster.url),
         cwd=cluster.REPO_ROOT, stderr=subprocess.PIPE, text=True)
     wait_for(lambda: (tmp_path / "out" / "_plan.json").exists(), 60, "the plan")
-    wait_for(lambda: local_cluster.redis.client().llen(OutputStore(tmp_path / "out").load_plan().queue), 60, "the enqueue")
+    wait_for(lambda: local_cluster.redis.client().llen(load_plan(OutputStore(tmp_path / "out")).queue), 60, "the enqueue")
     producer.send_signal(signal.SIGINT)
     _, err = producer.communicate(timeout=60)
     assert producer.returncode == 130, err
-    job_id = OutputStore(tmp_path / "out").load_plan().job_id
+    job_id = load_plan(OutputStore(tmp_path / "out")).job_id
     assert "keeps running on the workers" in err and f"producer wait {job_id}" in err and "Traceback" not in err
     # and `producer wait` re-attaches
     local_cluster.start_workers(1, tiny_embed_model)
@@ -213,7 +216,7 @@ def test_every_data_file_says_what_made_it_and_kept_columns_ride_along(local_clu
     table = ds.dataset(tmp_path / "out" / "data").to_table()
     assert table.schema.names == ["id", "embedding", "n_tokens", "truncated", "title", "url"]
     assert sorted(zip(table["id"].to_pylist(), table["title"].to_pylist())) == [(i, f"t{i}") for i in range(150)]
-    job_id = OutputStore(tmp_path / "out").load_plan().job_id
+    job_id = load_plan(OutputStore(tmp_path / "out")).job_id
     for path in (tmp_path / "out" / "data").glob("*.parquet"):
         meta = {k.decode(): v.decode() for k, v in pq.read_metadata(path).metadata.items()}
         assert meta["qwen3batch.job_id"] == job_id and meta["qwen3batch.task"] == "embed"

@@ -8,8 +8,9 @@ import pyarrow.dataset as ds
 import pytest
 
 from common import dispatch, keys
+from common.io.plans import load_plan
 from common.io.store import OutputStore
-from common.jobstate import read_state
+from harness.outputs import read_records
 from common.reconcile import Reconciler
 from common.schemas import JobSpec, ModelRef
 from producer.plan import plan_job
@@ -30,7 +31,7 @@ def test_a_10000_row_job_over_two_workers_returns_every_id_exactly_once(local_cl
     # Then it completes, every id comes back exactly once, and both workers took part
     assert result.returncode == 0, result.stderr + local_cluster.logs()
     assert_every_id_exactly_once(ids, out)
-    state = read_state(OutputStore(out))
+    state = read_records((out))
     assert state.success is not None and state.success.status == "completed"
     assert state.success.rows_out == 10_000
     assert {c.worker for c in state.commits.values()} == {"embed-w0", "embed-w1"}
@@ -51,18 +52,18 @@ def test_the_same_job_submitted_twice_does_the_work_once(local_cluster, tiny_emb
     assert first.stdout.strip() == second.stdout.strip()  # the same job id
     # Then the second submit resumes the same job and publishes nothing: every shard is already queued
     assert "resuming job" in second.stderr and "enqueued 0 shards" in second.stderr
-    assert local_cluster.redis.client().llen(OutputStore(out).load_plan().queue) == 6
+    assert local_cluster.redis.client().llen(load_plan(OutputStore(out)).queue) == 6
     # When a worker drains the queue
     local_cluster.start_workers(1, tiny_embed_model)
     wait_until_finished(out)
-    commits = read_state(OutputStore(out)).commits
+    commits = read_records((out)).commits
     before = {sid: c.attempt for sid, c in commits.items()}
     # Then each shard was committed once, the duplicates were skipped, and a third submit changes nothing
     assert len(commits) == 6
     third = local_cluster.producer(*args, "--wait")
     assert third.returncode == 0, third.stderr
     assert "enqueued 0 shards" in third.stderr
-    assert {sid: c.attempt for sid, c in read_state(OutputStore(out)).commits.items()} == before
+    assert {sid: c.attempt for sid, c in read_records((out)).commits.items()} == before
     assert_every_id_exactly_once(ids, out)
 
 
@@ -75,7 +76,7 @@ def test_a_job_whose_redis_queues_were_flushed_completes_after_resume(local_clus
     assert submitted.returncode == 0, submitted.stderr
     local_cluster.redis.client().flushall()
     local_cluster.start_workers(1, tiny_embed_model)
-    assert read_state(OutputStore(out)).pending  # nothing arrives: the messages are gone
+    assert read_records((out)).pending  # nothing arrives: the messages are gone
     # When the job is resumed by its output folder (Redis forgot the job id too)
     resumed = local_cluster.producer("resume", out, "--wait")
     # Then it completes with every id exactly once
@@ -87,7 +88,7 @@ def test_a_job_whose_redis_queues_were_flushed_completes_after_resume(local_clus
 def test_a_shard_that_always_fails_is_quarantined_and_the_rest_completes(local_cluster, tiny_embed_model, tmp_path):
     # Given a worker on which one shard fails every time
     ids = write_corpus(tmp_path / "corpus.jsonl", 1000)
-    poison = "00000-000000000500"
+    poison = "00000000-000000000500"
     local_cluster.start_workers(1, tiny_embed_model, env={"QWEN3B_FAULTS": f"before_compute:raise@{poison}"})
     out = tmp_path / "out"
     # When the job runs to its end
@@ -95,7 +96,7 @@ def test_a_shard_that_always_fails_is_quarantined_and_the_rest_completes(local_c
                                     "--dtype", "fp32", "--shard-rows", 250, "--wait")
     # Then it ends as completed-with-failures (exit 1), naming the shard and why
     assert result.returncode == 1, result.stderr + local_cluster.logs()
-    state = read_state(OutputStore(out))
+    state = read_records((out))
     assert state.success.status == "completed_with_failures"
     assert list(state.quarantined) == [poison]
     record = state.quarantined[poison]

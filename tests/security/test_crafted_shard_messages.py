@@ -8,9 +8,12 @@ import os
 import pytest
 
 from common import keys
+from common.dispatch import shard_message
+from common.io.plans import load_plan
 from common.io.store import OutputStore
 from common.model_identity import model_ref
-from common.schemas import JobSpec, ShardMessage
+from common.schemas import JobSpec
+from harness.outputs import commit_records
 from producer.plan import plan_job
 from tests.faults.conftest import SIM, send_through_plain_celery, submit, wait_for
 from tests.integration.conftest import wait_until_finished, write_corpus
@@ -23,9 +26,7 @@ def plant_plan(model, corpus, out):
     any file, and a shard message pointing at it."""
     spec = JobSpec(model=model_ref(str(model)), backend="simulated", dtype="fp32", shard_rows=100)
     plan, _ = plan_job(str(corpus), spec, OutputStore(out))
-    shard = plan.shards[0]
-    message = ShardMessage(job_id=plan.job_id, output=str(OutputStore(out).root), shard_id=shard.shard_id,
-                           input_path=plan.inputs[0].path, row_start=shard.row_start, row_end=shard.row_end)
+    message = shard_message(plan, str(OutputStore(out).root), plan.shard_at(0))
     return plan, message.model_dump()
 
 
@@ -91,13 +92,15 @@ def test_a_symlink_planted_inside_the_output_cannot_lead_a_worker_outside_it(loc
     state = wait_until_finished(root / "job")
     # Then nothing was written through the link: the shards are quarantined with the reason
     assert list(elsewhere.iterdir()) == []
-    assert sorted(state.quarantined) == [s.shard_id for s in state.plan.shards]
+    assert sorted(state.quarantined) == [s.shard_id for s in state.plan.iter_shards()]
     assert all("outside the output" in q.reason for q in state.quarantined.values())
 
 
 @pytest.mark.parametrize("field, value, reason", [
     ("input_path", "/etc/passwd", "the plan"),  # disagrees with the plan
     ("row_end", 10_000, "the plan"),
+    ("ordinal", 1, "the plan"),  # another shard's place: the message must name that shard's rows
+    ("ordinal", 5_000, "not in the plan"),
     ("job_id", "../../etc", "String should match pattern"),
     ("shard_id", "../../../x", "String should match pattern"),
     ("row_start", "0", "valid integer"),  # no coercion of message fields
@@ -108,19 +111,17 @@ def test_a_message_that_disagrees_with_its_plan_or_its_schema_is_refused(local_c
     # Given a real job (no worker yet) and a copy of one of its messages with one field changed
     write_corpus(tmp_path / "c.jsonl", 200)
     submit(local_cluster, tiny_embed_model, tmp_path / "c.jsonl", tmp_path / "out", 100)
-    plan = OutputStore(tmp_path / "out").load_plan()
+    plan = load_plan(OutputStore(tmp_path / "out"))
     local_cluster.redis.client().delete(plan.queue)  # only the crafted message will be there
-    shard = plan.shards[0]
-    message = dict(ShardMessage(job_id=plan.job_id, output=str(OutputStore(tmp_path / "out").root),
-                                shard_id=shard.shard_id, input_path=plan.inputs[0].path, row_start=shard.row_start,
-                                row_end=shard.row_end).model_dump(), **{field: value})
+    message = dict(shard_message(plan, str(OutputStore(tmp_path / "out").root), plan.shard_at(0)).model_dump(),
+                   **{field: value})
     # When it is sent to a worker of that queue
     worker = start_worker(local_cluster, tiny_embed_model, QWEN3B_RECONCILE_INTERVAL_S="3600")
     send_through_plain_celery(local_cluster.url, plan.queue, "embed.shard", message)
     # Then it is refused with the reason, and nothing ran
     wait_for(lambda: "refused a shard message" in worker.log(), 60, "the refusal")
     assert reason in worker.log(), worker.log()[-3000:]
-    assert not OutputStore(tmp_path / "out").list_commits()
+    assert not commit_records(tmp_path / "out")
     assert "succeeded" in worker.log() and "'refused'" in worker.log()
 
 

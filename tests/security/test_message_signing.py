@@ -20,8 +20,10 @@ from common.cluster_settings import differences, shared_settings
 from common.errors import ConfigError
 from common.io.store import OutputStore
 from common.model_identity import model_ref
-from common.schemas import JobSpec, ShardMessage
+from common.dispatch import shard_message
+from common.schemas import JobSpec
 from common.settings import Settings, load_settings
+from harness.outputs import commit_records
 from producer.plan import plan_job
 from tests.faults.conftest import SIM, committed_by, send_through_plain_celery, submit, wait_for
 from tests.integration.conftest import assert_every_id_exactly_once, write_corpus
@@ -86,9 +88,8 @@ def plant_job(model, folder: Path):
     store = OutputStore(folder / "out")
     spec = JobSpec(model=model_ref(str(model)), backend="simulated", dtype="fp32", shard_rows=100)
     plan, _ = plan_job(str(folder / "c.jsonl"), spec, store)
-    [shard] = plan.shards
-    message = ShardMessage(job_id=plan.job_id, output=str(store.root), shard_id=shard.shard_id,
-                           input_path=plan.inputs[0].path, row_start=shard.row_start, row_end=shard.row_end)
+    assert plan.shards_total == 1
+    message = shard_message(plan, str(store.root), plan.shard_at(0))
     return plan, store, message.model_dump()
 
 
@@ -117,7 +118,7 @@ def test_with_signing_on_a_submitted_job_runs_to_the_end_with_every_id_exactly_o
     # Then it finishes, every row exactly once, and no message was refused on the way
     assert result.returncode == 0, result.stdout + result.stderr + local_cluster.logs()
     assert_every_id_exactly_once(ids, tmp_path / "out")
-    assert len(OutputStore(tmp_path / "out").list_commits()) == 3
+    assert len(commit_records(tmp_path / "out")) == 3
     assert "Can't decode message body" not in local_cluster.logs()
     assert "Received invalid task message" not in local_cluster.logs()
 
@@ -135,7 +136,7 @@ def test_an_unsigned_message_from_a_plain_celery_client_is_dropped_and_never_run
     # ... and nothing ran: no delivery counted, no commit, no data
     assert "refused a shard message" not in worker.log()
     assert local_cluster.redis.client().hget(keys.job_attempts(plan.job_id), message["shard_id"]) is None
-    assert not store.list_commits() and not (store.root / "data").exists()
+    assert not commit_records(store) and not (store.root / "data").exists()
     assert worker.alive()
 
 
@@ -158,7 +159,7 @@ def test_a_message_signed_by_a_key_the_workers_do_not_trust_is_dropped_while_the
     assert "SecurityError" in worker.log()
     assert ("Unknown certificate" in worker.log()) == (sender == "own key"), worker.log()[-3000:]
     wait_for(lambda: dropped(local_cluster, plan.queue), 30, "the message being dropped")
-    assert not store.list_commits()
+    assert not commit_records(store)
     assert local_cluster.redis.client().hget(keys.job_attempts(plan.job_id), shard) is None
     # When the same message is sent signed by the cluster's key (this process now signs with it)
     send_signed(local_cluster.url, plan.queue, keys.TASK_EMBED_SHARD, message, cluster_key)

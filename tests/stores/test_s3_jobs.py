@@ -13,8 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from common.io import fs
+from common.io.plans import load_plan
 from common.io.store import OutputStore
-from common.schemas import ShardMessage
+from common.dispatch import shard_message
 from harness.s3 import IgnoresConditionalWrites
 from tests.faults.conftest import SIM, faults, send_through_plain_celery, wait_for
 from tests.integration.conftest import write_corpus
@@ -82,11 +83,8 @@ def test_a_queued_job_on_s3_survives_a_killed_worker_and_a_racing_duplicate(loca
     [shard] = barrier.wait_reached("before_commit")
     # When a duplicate of its message, sent through a plain Celery client, races on the commit on
     # another worker, and the held worker is then SIGKILLed mid-shard
-    plan = OutputStore(out).load_plan()
-    spec = plan.shard(shard)
-    duplicate = ShardMessage(job_id=plan.job_id, output=out, shard_id=shard,
-                             input_path=plan.inputs[spec.file_index].path, row_start=spec.row_start,
-                             row_end=spec.row_end)
+    plan = load_plan(OutputStore(out))
+    duplicate = shard_message(plan, out, plan.shard(shard))
     send_through_plain_celery(local_cluster.url, plan.queue, "embed.shard", duplicate.model_dump())
     local_cluster.start_workers(1, tiny_embed_model, backend="simulated", env=env)
     wait_for(lambda: OutputStore(out).load_commit(shard), 120, "the duplicate's commit")

@@ -7,10 +7,11 @@ import time
 import pytest
 
 from common.errors import ConfigError
+from common.io.manifest import load_manifest, save_manifest, stored_versions
 from common.io.store import OutputStore
 from common.schemas import CommitRecord
 
-SHARD = "00000-000000000000"
+SHARD = "00000000-000000000000"
 
 
 def stage_attempt(store: OutputStore, payload: bytes):
@@ -90,16 +91,52 @@ def test_the_store_supports_what_commits_need(store_url):
     OutputStore(store_url).check_commits_supported()  # hard links, or conditional creates: no error
 
 
-@pytest.mark.parametrize("bad", ["../escape", "00000-000000000000/../../x", "a" * 18, ""])
+@pytest.mark.parametrize("bad", ["../escape", "00000000-000000000000/../../x", "a" * 18, ""])
 def test_shard_ids_that_could_escape_the_output_are_refused(store_url, bad):
     with pytest.raises(ConfigError):
         OutputStore(store_url).commit_key(bad)
 
 
-def test_listing_commits_parses_each_record_once(store_url):
+def test_publishing_a_committed_shard_again_leaves_its_bytes_as_they_were(store_url):
+    # Given a committed shard whose files were published
     store = OutputStore(store_url)
-    record, attempt = stage_attempt(store, b"p")
-    store.commit(record, attempt)
-    assert list(store.list_commits()) == [SHARD]
-    store.put(store.commit_key(SHARD), b"not json any more")  # a second parse would now fail
-    assert list(store.list_commits()) == [SHARD]
+    record, attempt = stage_attempt(store, b"payload")
+    assert store.commit(record, attempt)
+    # When another visitor publishes it again (it found the commit, not knowing it was published)
+    store.publish(record)
+    # Then readers see the same bytes, and no attempt file is left
+    assert read_data(store) == b"payload"
+    assert not store.names(f"_tmp/{SHARD}/{record.attempt}/data")
+
+
+def test_ranges_and_tails_read_the_bytes_asked_for(store_url):
+    store = OutputStore(store_url)
+    store.put("blob", bytes(range(200)))
+    assert store.read_range("blob", 10, 20) == bytes(range(10, 20))
+    assert store.read_range("blob", -5, 0) == bytes(range(195, 200))
+    assert store.read_range("blob", -500, 0) == bytes(range(200))  # a tail longer than the object: all of it
+
+
+def test_two_folders_storing_the_same_manifest_version_leave_the_first_and_the_second_folds_again(store_url):
+    # Given two processes that read the same manifest (its lock was lost with Redis)
+    store = OutputStore(store_url)
+    first, second = load_manifest(store, 4), load_manifest(store, 4)
+    first.committed[0] = second.committed[1] = True
+    # When both store the next version
+    assert save_manifest(store, first) is True
+    assert save_manifest(store, second) is False
+    # Then the newest version is the first's, and the second folds onto it
+    newest = load_manifest(store, 4)
+    assert newest.version == 1 and newest.committed.tolist() == [True, False, False, False]
+    newest.committed[1] = True
+    assert save_manifest(store, newest) and load_manifest(store, 4).shards_committed == 2
+
+
+def test_old_manifest_versions_are_pruned_and_the_newest_is_read(store_url):
+    store = OutputStore(store_url)
+    manifest = load_manifest(store, 10)
+    for ordinal in range(6):
+        manifest.committed[ordinal] = True
+        assert save_manifest(store, manifest)
+    assert stored_versions(store) == [4, 5, 6]
+    assert load_manifest(store, 10).shards_committed == 6

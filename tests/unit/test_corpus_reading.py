@@ -93,21 +93,44 @@ def test_a_file_that_changed_since_planning_fails_its_shard_clearly(tmp_path):
     path.write_text("".join(json.dumps({"id": i, "text": "t"}) + "\n" for i in range(10)))
     result, _ = scan(path)
     path.write_text(json.dumps({"id": 0, "text": "t"}) + "\n")
-    with pytest.raises(corpus.InputError, match="changed since it was planned"):
+    with pytest.raises(corpus.InputError, match=r"input_changed: .*c.jsonl bytes 0\.\.230 .*10 rows planned, 1 found"):
         list(corpus.read_rows(result.input, result.shards[0], COLUMNS, "id"))
 
 
-def test_parquet_shards_read_only_their_row_range_across_row_groups(tmp_path):
+@pytest.mark.parametrize("group_rows, shard_rows, ranges", [
+    ([10] * 10, 30, [(0, 30), (30, 60), (60, 90), (90, 100)]),  # small groups gathered, never split
+    ([17] * 6, 30, [(0, 17), (17, 34), (34, 51), (51, 68), (68, 85), (85, 102)]),  # two would be over 30
+    ([100], 30, [(0, 30), (30, 60), (60, 90), (90, 100)]),  # a large group cut into pieces
+    ([5, 100, 5, 5], 30, [(0, 5), (5, 35), (35, 65), (65, 95), (95, 105), (105, 115)]),
+])
+def test_parquet_shards_follow_row_group_boundaries(group_rows, shard_rows, ranges):
+    assert corpus.row_group_ranges(group_rows, shard_rows) == ranges
+
+
+def test_parquet_shards_read_only_their_row_range_across_and_inside_row_groups(tmp_path):
     path = tmp_path / "c.parquet"
     table = pa.table({"id": list(range(100)), "text": [f"row {i}" if i % 10 else None for i in range(100)]})
-    pq.write_table(table, path, row_group_size=17)
+    pq.write_table(table, path, row_group_size=10)
     result, ids = scan(path, shard_rows=30)
     assert ids == list(range(100)) and result.input.rows == 100
-    shard = result.shards[1]
+    shard = result.shards[1]  # rows 30..60: three whole row groups
     rows = list(corpus.read_rows(result.input, shard, COLUMNS, "id"))
     assert [r.row for r in rows] == list(range(30, 60))
     assert [r.id for r in rows if r.reject] == [30, 40, 50]
     assert all(r.reject.startswith("null_text") for r in rows if r.reject)
+    pq.write_table(table, path, row_group_size=100)
+    result, _ = scan(path, shard_rows=30)
+    inside = list(corpus.read_rows(result.input, result.shards[2], COLUMNS, "id"))  # rows 60..90 of one group
+    assert [r.id for r in inside] == list(range(60, 90))
+
+
+def test_a_parquet_file_rewritten_after_planning_is_refused_before_a_row_is_read(tmp_path):
+    path = tmp_path / "c.parquet"
+    pq.write_table(pa.table({"id": list(range(20)), "text": [f"row {i}" for i in range(20)]}), path)
+    result, _ = scan(path, shard_rows=10)
+    pq.write_table(pa.table({"id": list(range(20)), "text": [f"new {i}" for i in range(20)]}), path)
+    with pytest.raises(corpus.InputChangedError, match=r"input_changed: .*c.parquet its Parquet footer"):
+        next(corpus.read_rows(result.input, result.shards[0], COLUMNS, "id"))
 
 
 @pytest.mark.parametrize("table, message", [
@@ -138,7 +161,8 @@ def test_row_numbers_serve_as_ids_when_asked(tmp_path):
     path.write_text('{"text": "a"}\n{"text": "b"}\n')
     result, ids = scan(path, id_column="@row")
     assert ids == []
-    rows = list(corpus.read_rows(result.input, result.shards[0], COLUMNS, "@row", row_id_base=100))
+    info = result.input.model_copy(update={"row_base": 100})  # the file's first row is row 100 of the corpus
+    rows = list(corpus.read_rows(info, result.shards[0], COLUMNS, "@row"))
     assert [r.id for r in rows] == [100, 101]
 
 

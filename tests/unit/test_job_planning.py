@@ -28,8 +28,8 @@ def test_the_same_inputs_give_the_same_plan_and_job_id(tmp_path):
     assert made
     assert first.fingerprint == second.fingerprint  # the same job ...
     assert first.job_id != second.job_id  # ... into two outputs: two ids, so `producer jobs` lists both
-    assert [s.shard_id for s in first.shards] == [s.shard_id for s in second.shards] == [
-        "00000-000000000000", "00000-000000000010", "00000-000000000020"]
+    assert [s.shard_id for s in first.iter_shards()] == [s.shard_id for s in second.iter_shards()] == [
+        "00000000-000000000000", "00000000-000000000010", "00000000-000000000020"]
     assert first.rows_total == 25 and first.id_type == "int64"
 
 
@@ -39,9 +39,7 @@ def test_ids_seen_earlier_in_the_corpus_are_listed_with_their_first_occurrence(t
     store = OutputStore(tmp_path / "out")
     plan, _ = plan_job(str(tmp_path / "*.jsonl"), JobSpec(model=MODEL), store)
     assert plan.duplicate_ids == 2 and plan.id_type == "string"
-    from common.io.duplicates import load_duplicates
-
-    dups = load_duplicates(store, 1, 0, 3)
+    dups = plan.duplicates_in(plan.shard("00000001-000000000000"))
     assert set(dups) == {0, 2}
     assert "'y' first seen in input file #0 row 1" in dups[0]
 

@@ -7,8 +7,8 @@ from common.schemas import ShardMessage
 
 
 def message(output: str, input_path: str = "/data/c.jsonl") -> ShardMessage:
-    return ShardMessage(job_id="job-1", output=output, shard_id="00000-000000000000", input_path=input_path,
-                        row_start=0, row_end=10)
+    return ShardMessage(job_id="job-1", output=output, shard_id="00000000-000000000000", ordinal=0,
+                        input_path=input_path, row_start=0, row_end=10)
 
 
 @pytest.mark.parametrize("location", ["/srv/out", "s3://corpus-bucket/emb", "gs://corpus.bucket/a/b", "s3://bkt"])

@@ -106,8 +106,9 @@ ATTEMPTS = defaults.DEFAULT_MAX_ATTEMPTS  # --local retries a failed shard like 
 
 def assert_quarantined_without_a_trace(job, tmp_path, reason: str) -> None:
     status = job.status()
-    assert status.shards_committed == 0 and reason in status.quarantined["00000-000000000000"]
-    assert not list((tmp_path / "out").rglob("*.parquet"))  # no attempt left behind, nothing published
+    assert status.shards_committed == 0 and reason in status.quarantined["00000000-000000000000"]
+    leftovers = [p for p in (tmp_path / "out").rglob("*.parquet") if "_plan" not in p.parts]
+    assert not leftovers  # no attempt left behind, nothing published
 
 
 def test_a_failed_write_stops_the_shard_and_leaves_no_attempt(probe, monkeypatch, tmp_path, tiny_embed_model):
