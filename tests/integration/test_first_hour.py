@@ -161,7 +161,7 @@ def test_without_a_terminal_progress_is_whole_lines_and_ends_with_the_wall_time_
     result = local_cluster.producer(*submit_args(tmp_path / "c.jsonl", tiny_embed_model, tmp_path / "out", "--wait"))
     assert result.returncode == 0, result.stderr
     lines = result.stderr.splitlines()
-    assert any(line.startswith("enqueue: ") and "shards" in line for line in lines), result.stderr
+    assert any(line.startswith("enqueued 3 shards of 3 on ") for line in lines), result.stderr
     assert any(line.startswith("job-") and "/300 rows" in line for line in lines), result.stderr
     assert any("300 rows in" in line and "rows/s on average" in line for line in lines), result.stderr
     assert not any(ch in result.stderr for ch in "━╸"), "a progress bar was drawn into a pipe"

@@ -171,14 +171,24 @@ def test_a_different_job_into_an_existing_output_is_refused(local_cluster, tiny_
 
 
 
+class Recording:
+    """A publisher that only records what it was asked to publish."""
+
+    def __init__(self, published: list):
+        self.published = published
+
+    def publish(self, plan, output, shards, cursor=None):
+        self.published.append([s.shard_id for s in shards])
+        return len(shards)
+
+
 def test_a_finished_jobs_output_that_the_user_deletes_is_not_computed_again(redis_server, tmp_path):
     # Given a job a worker's reconciler has watched (and parsed) while it ran
     write_corpus(tmp_path / "corpus.jsonl", 40)
     out, client, published = tmp_path / "out", redis_server.client(), []
     plan, _ = plan_job(str(tmp_path / "corpus.jsonl"), JobSpec(model=MODEL, shard_rows=10), OutputStore(out))
     dispatch.register_job(client, plan, str(out))
-    reconciler = Reconciler(client, lambda plan, output, shards: published.append(shards) or len(shards),
-                            str(tmp_path))
+    reconciler = Reconciler(client, Recording(published), str(tmp_path))
     reconciler.remember(plan.job_id, str(out))
     reconciler.run_once()
     # When the job is finished and forgotten in Redis, and then the user deletes its output
@@ -199,8 +209,7 @@ def test_a_running_jobs_output_deleted_under_it_stops_being_watched_and_nothing_
     out, client, published = tmp_path / "out", redis_server.client(), []
     plan, _ = plan_job(str(tmp_path / "corpus.jsonl"), JobSpec(model=MODEL, shard_rows=10), OutputStore(out))
     dispatch.register_job(client, plan, str(out))
-    reconciler = Reconciler(client, lambda plan, output, shards: published.append(shards) or len(shards),
-                            str(tmp_path))
+    reconciler = Reconciler(client, Recording(published), str(tmp_path))
     reconciler.run_once()
     published.clear()
     # When its output is deleted

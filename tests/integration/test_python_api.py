@@ -33,7 +33,7 @@ def test_a_queued_job_is_followed_cancelled_and_resumed_from_python(local_cluste
     assert job.status().status == "queued"
     job.cancel()
     assert job.status().status == "cancelled"
-    assert job.resume() == []  # every shard still has its message waiting: nothing is published twice
+    assert job.resume() == 0  # every shard still has its message waiting: nothing is published twice
     local_cluster.start_workers(1, tiny_embed_model)
     final = job.wait(progress=False, timeout_s=120)
     assert final.status == "completed" and final.rows_out == 400
