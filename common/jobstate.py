@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from common.io.duplicates import DuplicateFinder
 from common.io.manifest import Manifest, load_manifest, save_manifest
 from common.io.plans import Plan
-from common.io.store import TMP, OutputStore
+from common.io.store import OutputStore
 from common.schemas import SuccessMarker
 
 log = logging.getLogger(__name__)
@@ -221,8 +221,17 @@ def finalize(store: OutputStore, plan: Plan, manifest: Manifest,
         shards_quarantined=tuple(quarantined), finished_at=time.time(), simulated=manifest.simulated,
         random_weights=manifest.random_weights)
     store.save_success(marker)
-    store.delete_prefix(TMP)  # what crashed attempts left: their shards are committed by others
+    # What crashed attempts left of shards committed since (not of quarantined ones: a worker may
+    # still be in the middle of one, and commit it late)
+    store.clean_attempts(lambda shard_id: _committed(plan, manifest, shard_id))
     return marker
+
+
+def _committed(plan: Plan, manifest: Manifest, shard_id: str) -> bool:
+    try:
+        return bool(manifest.committed[plan.shard(shard_id).ordinal])
+    except (KeyError, ValueError):
+        return False
 
 
 def check_output_ids(store: OutputStore, plan: Plan, manifest: Manifest,
@@ -235,7 +244,7 @@ def check_output_ids(store: OutputStore, plan: Plan, manifest: Manifest,
         committed = (s for s in plan.iter_shards() if manifest.committed[s.ordinal])
         with ThreadPoolExecutor(READ_THREADS) as pool:
             for index, ids in enumerate(pool.map(lambda s: read_ids(store, store.data_key(s.shard_id)), committed)):
-                finder.add(index, list(range(len(ids))), ids.to_pylist())
+                finder.add_array(index, 0, ids)
                 rows += len(ids)
                 if index % 1000 == 999:
                     keep_alive()

@@ -21,6 +21,14 @@ class Records:
     success: SuccessMarker | None
 
     @property
+    def rows_out(self) -> int:
+        return sum(c.rows_out for c in self.commits.values())
+
+    @property
+    def rows_rejected(self) -> int:
+        return sum(c.rows_rejected for c in self.commits.values())
+
+    @property
     def pending(self) -> list[str]:
         return [s.shard_id for s in self.plan.iter_shards()
                 if s.shard_id not in self.commits and s.shard_id not in self.quarantined]

@@ -15,7 +15,9 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -83,20 +85,26 @@ class S3Server:
             self.process.wait(10)
 
 
-class IgnoresConditionalWrites:
-    """An HTTP proxy to an S3 server that strips If-None-Match from every request: a store that
-    accepts conditional writes and ignores them (an older MinIO or Ceph, some S3 look-alikes)."""
+class S3Proxy:
+    """An HTTP proxy in front of an S3 server that counts every request by its kind (GET, HEAD, PUT,
+    COPY, LIST, DELETE, ...), as a bill would. strip_conditions: drop If-None-Match from every request,
+    as a store that accepts conditional writes and ignores them would (an older MinIO or Ceph, some
+    S3 look-alikes)."""
 
-    def __init__(self, upstream_port: int):
-        upstream = upstream_port
+    def __init__(self, upstream_port: int, strip_conditions: bool = False):
+        upstream, proxy = upstream_port, self
+        self.counts: Counter = Counter()
+        self.lock = threading.Lock()
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
             def _forward(self):
+                proxy.count(self.command, self.path, self.headers)
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("if-none-match", "host")}
+                dropped = ("host", "if-none-match") if strip_conditions else ("host",)
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in dropped}
                 connection = http.client.HTTPConnection("127.0.0.1", upstream, timeout=30)
                 connection.request(self.command, self.path, body=body, headers=headers)
                 response = connection.getresponse()
@@ -126,6 +134,30 @@ class IgnoresConditionalWrites:
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def count(self, method: str, path: str, headers) -> None:
+        query = urllib.parse.urlsplit(path).query
+        params = urllib.parse.parse_qs(query, keep_blank_values=True)
+        if method == "GET" and ("list-type" in params or ("prefix" in params or "delimiter" in params)):
+            kind = "LIST"
+        elif method == "PUT" and headers.get("x-amz-copy-source"):
+            kind = "COPY"
+        elif method == "POST" and "delete" in params:
+            kind = "DELETE"  # DeleteObjects: one request, up to 1,000 keys
+        else:
+            kind = method
+        with self.lock:
+            self.counts[kind] += 1
+
+    def take(self) -> Counter:
+        """The counts since the last take, and start again from zero."""
+        with self.lock:
+            counts, self.counts = self.counts, Counter()
+        return counts
+
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def IgnoresConditionalWrites(upstream_port: int) -> S3Proxy:
+    return S3Proxy(upstream_port, strip_conditions=True)

@@ -71,7 +71,7 @@ def plan_job(source: str, spec: JobSpec, store: OutputStore, name: str | None = 
             if on_file:
                 on_file(index, len(inputs), path)
             result = corpus.scan_file(path, fmt, index, spec.input_columns, spec.id_column, spec.shard_rows,
-                                      finder.add, keep_columns=spec.keep_columns, on_shard=tables.add_shard)
+                                      finder, keep_columns=spec.keep_columns, on_shard=tables.add_shard)
             info = result.input.model_copy(update={"row_base": rows_total})
             tables.add_input(info)
             kept.add(info)

@@ -18,9 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from common.io.store import OutputStore
 from common.provenance import confirm, provenance
 from harness.corpora import write_corpus
+from harness.outputs import commit_records
 from harness.s3 import S3Server
 
 REPO = Path(__file__).resolve().parents[1]
@@ -77,7 +77,7 @@ def run(args, work: Path, server: S3Server) -> dict:
                              shard_rows=args.shard_rows, progress=False, settings=settings, engine=engine)
             wall = time.perf_counter() - started
             assert job.status().rows_out == args.rows
-            commits = OutputStore(out).list_commits().values()
+            commits = commit_records(out).values()
             runs[kind].append({"wall_s": round(wall, 2), "rows": args.rows,
                                "rows_per_s": args.rows / wall,
                                "shard_seconds": round(sum(c.seconds for c in commits), 2)})

@@ -71,7 +71,8 @@ import redis
 
 from common import heartbeats, keys
 from common.io.store import OutputStore
-from common.jobstate import read_state
+from common.io.plans import load_plan
+from harness.outputs import commit_records, read_records
 from common.provenance import confirm, provenance
 from harness import cluster
 from workers.bench.stats import percentile
@@ -235,8 +236,8 @@ class Run:
         view, each worker's heartbeat and log tail."""
         lines = []
         try:
-            plan = plan or OutputStore(self.out).load_plan()
-            state = read_state(OutputStore(self.out), plan)
+            plan = plan or load_plan(OutputStore(self.out))
+            state = read_records(OutputStore(self.out))
             lines.append(f"pending shards ({len(state.pending)}): {state.pending[:20]}")
             lines.append(f"quarantined: {sorted(state.quarantined)}")
             client = self.redis.client()
@@ -337,7 +338,7 @@ class Killer:
         return None
 
     def restart_redis(self, state) -> dict:
-        fault = {"kind": "redis", "pending": set(read_state(OutputStore(self.run.out), state.plan).pending),
+        fault = {"kind": "redis", "pending": set(read_records(OutputStore(self.run.out)).pending),
                  "at": time.time()}
         self.run.redis.restart()
         fault["restarted_in_s"] = round(time.time() - fault["at"], 3)
@@ -455,8 +456,8 @@ def run_job(run: Run, corpus: Path, chaos: bool, rng: random.Random, stall_shard
     started = time.time()
     run.submit(corpus)
     store = OutputStore(run.out)
-    plan = store.load_plan()
-    missing = stall_shards - set(plan.shards_by_id)
+    plan = load_plan(store)
+    missing = stall_shards - {s.shard_id for s in plan.iter_shards()}
     if missing:
         raise SystemExit(f"stall shards {sorted(missing)} are not in the plan")
     killer = Killer(run, rng, stall_shards, fault_state) if chaos else None
@@ -464,17 +465,17 @@ def run_job(run: Run, corpus: Path, chaos: bool, rng: random.Random, stall_shard
     try:
         last_progress, last_done = time.time(), -1
         while True:
-            state = read_state(store, plan)
+            state = read_records(store)
             now = time.time()
             done = len(state.commits) + len(state.quarantined)
-            print(f"\r[{run.label}] {done}/{len(plan.shards)} shards done, {len(watcher.faults)} faults, "
+            print(f"\r[{run.label}] {done}/{plan.shards_total} shards done, {len(watcher.faults)} faults, "
                   f"{len(run.healthy())} workers healthy ({len(run.paused)} paused)   ", end="", flush=True)
             if state.finished:
                 break
             if done != last_done:
                 last_done, last_progress = done, now
             run.tick(now)
-            if killer and killer.due(now, done / len(plan.shards)):
+            if killer and killer.due(now, done / plan.shards_total):
                 fault = killer.inject(state)
                 if fault:
                     watcher.add(fault)
@@ -506,13 +507,13 @@ def run_job(run: Run, corpus: Path, chaos: bool, rng: random.Random, stall_shard
                                 "`producer status` would be needed to finalise the job")
             time.sleep(POLL_S)
     except RunFailed as exc:
-        commits = store.list_commits()
+        commits = commit_records(store)
         exc.faults = [summarise(f, commits) for f in watcher.faults]
         raise
     settle(run)
-    state = read_state(store, plan)
-    commits = store.list_commits()
-    return {"seconds": elapsed, "rows_per_s": plan.rows_total / elapsed, "shards": len(plan.shards),
+    state = read_records(store)
+    commits = commit_records(store)
+    return {"seconds": elapsed, "rows_per_s": plan.rows_total / elapsed, "shards": plan.shards_total,
             "shard_seconds_p50": statistics.median(c.seconds for c in commits.values()),
             "faults": [summarise(f, commits) for f in watcher.faults],
             "quarantined": sorted(state.quarantined), "success_marker": store.load_success().status,
@@ -624,8 +625,8 @@ def main() -> None:
             # after every kind's --min-each turns (due by half the job, Killer.MIN_DONE_BY), since
             # while a stall is in progress Redis is not restarted; and close together, since one
             # window of stalls blocks less than three.
-            plan = OutputStore(root / "baseline" / "out").load_plan()
-            ids_in_order = [s.shard_id for s in plan.shards]
+            plan = load_plan(OutputStore(root / "baseline" / "out"))
+            ids_in_order = [s.shard_id for s in plan.iter_shards()]
             n = len(ids_in_order)
             width = max(args.stalls, 4 * args.workers)
             first = rng.randrange(n * 55 // 100, max(n * 55 // 100 + 1, n * 80 // 100 - width))

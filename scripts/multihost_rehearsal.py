@@ -38,7 +38,8 @@ import pyarrow.dataset as ds
 
 from common.faults import Barrier
 from common.io.store import OutputStore
-from common.jobstate import read_state
+from common.io.plans import load_plan
+from harness.outputs import commit_records, read_records
 from harness import corpora
 from harness import cluster, compose
 from workers.models.random_init import ensure_random_model
@@ -219,7 +220,7 @@ class Rehearsal:
 
     def wait_for_commits(self, count: int, timeout_s: float = 60) -> None:
         store, deadline = OutputStore(self.out), time.monotonic() + timeout_s
-        while len(store.list_commits()) < count:
+        while len(commit_records(store)) < count:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"fewer than {count} shards committed after {timeout_s:.0f}s")
             time.sleep(0.1)
@@ -227,7 +228,7 @@ class Rehearsal:
     def wait_until_finished(self, timeout_s: float) -> None:
         store, deadline = OutputStore(self.out), time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if read_state(store).finished:
+            if read_records(store).finished:
                 return
             time.sleep(0.2)
         raise TimeoutError(f"the job did not finish within {timeout_s:.0f}s")
@@ -254,21 +255,21 @@ def rehearse(args, workdir: Path) -> dict:
                                "simulated", "--dtype", "fp32", "--shard-rows", str(args.shard_rows))
         if submitted.returncode != 0:
             raise RuntimeError(f"submit failed: {submitted.stderr}")
-        shards = len(OutputStore(r.out).load_plan().shards)
+        shards = load_plan(OutputStore(r.out)).shards_total
         r.say(f"operator: submitted {args.rows:,} rows in {shards} shards of {args.shard_rows}")
         r.wait_for_commits(shards // 6)
         held = r.barrier.wait_reached("before_commit", count=WORKERS_PER_HOST)  # host1's shards, mid-commit
         listing = r.operator(url, "workers").stdout  # what anyone sees just before the cut
         r.net.power_off("host1")
         cut_at = time.time()
-        committed = set(OutputStore(r.out).list_commits())
+        committed = set(commit_records(r.out))
         in_flight = [s for s in held if s not in committed]
         r.say(f"host1: link down and every process SIGKILLed with {len(committed)}/{shards} shards committed; "
               f"in flight on host1 (its workers' last heartbeats): {', '.join(in_flight) or 'none'}")
         r.wait_until_finished(args.timeout_s)
         finished_at = time.time()
         status = r.operator(url, "status", str(r.out))
-        commits = OutputStore(r.out).list_commits()
+        commits = commit_records(r.out)
         recovered = {s: commits[s] for s in in_flight if s in commits}
         result = {
             "rows": args.rows, "shards": shards, "workers": [w.name for w in r.workers],

@@ -152,11 +152,11 @@ def deliver(ctx: WorkerContext, store: OutputStore, plan: Plan, shard: ShardSpec
         committed = store.load_commit(shard_id)
         if committed is not None:
             store.publish(committed)  # a crash between commit and publish is finished here
-            announce(ctx, plan, shard, committed)
+            announce(ctx, store, plan, shard, committed)
             return "already_committed"
         given_up = store.load_quarantine(shard_id)
         if given_up is not None:
-            announce(ctx, plan, shard, given_up)
+            announce(ctx, store, plan, shard, given_up)
             return "already_quarantined"
     if attempt > ctx.settings.max_attempts:
         # Deliveries that never reported back: the worker died on this shard each time (a crash, an
@@ -185,7 +185,7 @@ def deliver(ctx: WorkerContext, store: OutputStore, plan: Plan, shard: ShardSpec
     finally:
         ctx.shards_done += 1
         stop(ctx)
-    announce(ctx, plan, shard, outcome.record)
+    announce(ctx, store, plan, shard, outcome.record)
     return outcome.status
 
 
@@ -207,14 +207,16 @@ def quarantine(ctx: WorkerContext, store: OutputStore, plan: Plan, shard: ShardS
     if not store.quarantine(record):
         record = store.load_quarantine(shard.shard_id) or record
     log.error("shard %s of %s quarantined after %d attempts: %s", shard.shard_id, plan.job_id, attempts, reason)
-    announce(ctx, plan, shard, record)
+    announce(ctx, store, plan, shard, record)
 
 
-def announce(ctx: WorkerContext, plan: Plan, shard: ShardSpec, record: CommitRecord | QuarantineRecord) -> None:
+def announce(ctx: WorkerContext, store: OutputStore, plan: Plan, shard: ShardSpec,
+             record: CommitRecord | QuarantineRecord) -> None:
     """Tell Redis (and the job's followers) that a shard is done: logged for the next fold, its
     records dropped. A hint, never the truth, which is the store's: if this is lost, the shard is
     delivered again, found committed, and announced then. The worker that announces the last
-    shard runs a reconciler pass at once, which writes the success marker."""
+    shard runs a reconciler pass over the job at once (watching it again if it had finished: a late
+    commit after a quarantine), which writes the success marker."""
     if isinstance(record, CommitRecord):
         figures = dict(kind="c", rows_in=record.rows_in, rows_out=record.rows_out,
                        rows_rejected=record.rows_rejected, tokens=record.tokens)
@@ -225,6 +227,7 @@ def announce(ctx: WorkerContext, plan: Plan, shard: ShardSpec, record: CommitRec
     except redis.RedisError:
         return  # the shard is delivered again (or found below the cursor) and announced then
     if done >= plan.shards_total and ctx.reconciler is not None:
+        ctx.reconciler.remember(plan.job_id, store.url)
         ctx.reconciler.poke()
 
 

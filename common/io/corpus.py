@@ -116,8 +116,9 @@ class ScanResult:
 
 
 def scan_file(path: str, fmt: str, file_index: int, columns: tuple[str, ...], id_column: str,
-              shard_rows: int, on_ids, keep_columns: tuple[str, ...] = (), on_shard=None) -> ScanResult:
-    """Count rows, cut shards and stream ids to `on_ids(file_index, rows, ids)`, in one pass; an
+              shard_rows: int, ids, keep_columns: tuple[str, ...] = (), on_shard=None) -> ScanResult:
+    """Count rows, cut shards and stream ids to `ids` (a common.io.duplicates.DuplicateFinder, or
+    anything with its `add` and `add_array`), in one pass; an
     InputError when the text columns (or the --keep-columns) are missing from the file. From a
     bucket: jsonl is read through once, a block of ranged reads at a time (bounded memory);
     Parquet gives its row counts from its footer, and only the id column is read. Each shard goes
@@ -129,10 +130,10 @@ def scan_file(path: str, fmt: str, file_index: int, columns: tuple[str, ...], id
     footer = ""
     if fmt == "jsonl":
         sample = ColumnSample(path, columns, keep_columns)
-        rows, shards = _scan_jsonl(path, file_index, id_column, shard_rows, on_ids, sample, on_shard)
+        rows, shards = _scan_jsonl(path, file_index, id_column, shard_rows, ids.add, sample, on_shard)
         sample.check()
     else:
-        rows, shards = _scan_parquet(path, file_index, columns, id_column, shard_rows, on_ids, keep_columns,
+        rows, shards = _scan_parquet(path, file_index, columns, id_column, shard_rows, ids, keep_columns,
                                      on_shard)
         footer = hashlib.sha256(read_footer(path, size)[0]).hexdigest()
     info = InputFile(path=path, format=fmt, size=size, mtime_ns=fs.mtime_ns(path),
@@ -235,17 +236,16 @@ def _jsonl_object(line: bytes):
         return None
 
 
-def _scan_parquet(path: str, file_index: int, columns: tuple[str, ...], id_column: str, shard_rows: int, on_ids,
+def _scan_parquet(path: str, file_index: int, columns: tuple[str, ...], id_column: str, shard_rows: int, ids,
                   keep_columns: tuple[str, ...], on_shard):
     pf = open_parquet(path)
     check_parquet_schema(path, pf.schema_arrow, columns, id_column, keep_columns)
     rows = pf.metadata.num_rows
     if id_column != defaults.ROW_NUMBER_ID:
         done = 0
-        for batch in pf.iter_batches(batch_size=defaults.READ_BATCH_ROWS, columns=[id_column]):
-            values = [normalize_id(v) for v in batch.column(0).to_pylist()]
-            on_ids(file_index, list(range(done, done + len(values))), values)
-            done += len(values)
+        for batch in pf.iter_batches(batch_size=defaults.READ_BATCH_ROWS * 8, columns=[id_column]):
+            ids.add_array(file_index, done, batch.column(0))  # as Arrow arrays: no Python object per id
+            done += batch.num_rows
     ranges = row_group_ranges([pf.metadata.row_group(g).num_rows for g in range(pf.metadata.num_row_groups)],
                               shard_rows)
     for start, end in ranges:

@@ -2,8 +2,10 @@
 
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -16,53 +18,87 @@ DUPLICATE_SCHEMA = pa.schema([("file_index", pa.int32()), ("row", pa.int64()), (
 class DuplicateFinder:
     """Finds ids that occur more than once, in bounded memory.
 
-    Ids are spilled to hash partitions on disk while the corpus streams by, a small batch at a
-    time; each partition is then checked with Arrow's group-by, so only ids that really repeat
-    ever become Python objects. The first occurrence (file order, then row order) stays; every
-    later one is listed, and becomes a reject naming the first.
+    Ids are spilled to hash partitions on disk while the corpus streams by, a batch at a time, as
+    Arrow arrays (a Parquet id column never becomes Python objects: `add_array`); each partition
+    is then checked with Arrow's value counts, so only ids that really repeat ever become Python
+    objects. The first occurrence (file order, then row order) stays; every later one is listed,
+    and becomes a reject naming the first. Batches may come in any order (files scanned on several
+    threads): the first occurrence is decided by (file, row), not by arrival.
     """
 
-    FLUSH_IDS = 65_536  # ids buffered as Python objects before they go to disk
+    FLUSH_IDS = 262_144  # ids buffered before they go to disk
     BYTES_PER_PARTITION = 16 << 20  # of input; a partition then holds a few hundred thousand ids
     MAX_PARTITIONS = 256  # open spill files at once
 
     def __init__(self, total_bytes: int):
         self.partitions = max(1, min(self.MAX_PARTITIONS, total_bytes // self.BYTES_PER_PARTITION + 1))
         self.dir = Path(tempfile.mkdtemp(prefix="q3b-ids-"))
-        self.keys, self.files, self.rows, self.parts = [], [], [], []
+        self.buffered: list[pa.Table] = []
+        self.buffered_rows = 0
         self.writers = [None] * self.partitions
         self.all_int = True
         self.any_id = False
+        self.lock = threading.Lock()
 
     @property
     def id_type(self) -> str:
         return "int64" if (self.all_int and self.any_id) else "string"
 
     def add(self, file_index: int, rows: list[int], ids: list) -> None:
-        for row, value in zip(rows, ids):
-            if value is None:
-                continue
+        """Ids as Python values (common.io.corpus.normalize_id: int, str or None for missing)."""
+        kept = [(row, value) for row, value in zip(rows, ids) if value is not None]
+        if not kept:
+            return
+        all_int = all(isinstance(v, int) for _, v in kept)
+        keys = pa.array([str(v) for _, v in kept], pa.string())
+        self._add(file_index, np.fromiter((r for r, _ in kept), np.int64, len(kept)), keys, all_int)
+
+    def add_array(self, file_index: int, first_row: int, ids: pa.Array) -> None:
+        """An Arrow id column as it was read, rows first_row.. of the file: ints and non-empty
+        strings are ids, anything else (nulls, empty strings, floats, nested values) is missing,
+        as common.io.corpus.normalize_id says for single values."""
+        if isinstance(ids, pa.ChunkedArray):
+            ids = ids.combine_chunks()
+        if pa.types.is_dictionary(ids.type):
+            ids = ids.cast(ids.type.value_type)
+        if pa.types.is_integer(ids.type) and not pa.types.is_boolean(ids.type):
+            valid = ids.is_valid()
+            keys, all_int = pc.cast(ids, pa.string()), True
+        elif pa.types.is_string(ids.type) or pa.types.is_large_string(ids.type):
+            valid = pc.greater(pc.binary_length(ids), 0).fill_null(False)
+            keys, all_int = ids.cast(pa.string()), False
+        else:
+            return
+        rows = np.arange(first_row, first_row + len(ids), dtype=np.int64)
+        mask = valid.to_numpy(zero_copy_only=False)
+        if not mask.all():
+            keys, rows = keys.filter(valid), rows[mask]
+        if len(keys):
+            self._add(file_index, rows, keys, all_int)
+
+    def _add(self, file_index: int, rows: np.ndarray, keys: pa.Array, all_int: bool) -> None:
+        parts = (string_hash(keys) % np.uint64(self.partitions)).astype(np.int32)
+        table = pa.table({"id": keys, "file_index": pa.array(np.full(len(keys), file_index, np.int32)),
+                          "row": pa.array(rows), "part": pa.array(parts)})
+        with self.lock:
             self.any_id = True
-            self.all_int = self.all_int and isinstance(value, int)
-            key = str(value)
-            self.keys.append(key)
-            self.files.append(file_index)
-            self.rows.append(row)
-            self.parts.append(hash(key) % self.partitions)
-        if len(self.keys) >= self.FLUSH_IDS:
-            self._flush()
+            self.all_int = self.all_int and all_int
+            self.buffered.append(table)
+            self.buffered_rows += len(keys)
+            if self.buffered_rows >= self.FLUSH_IDS:
+                self._flush()
 
     def _flush(self) -> None:
-        if not self.keys:
+        if not self.buffered:
             return
-        table = pa.table({"id": pa.array(self.keys, pa.string()), "file_index": pa.array(self.files, pa.int32()),
-                          "row": pa.array(self.rows, pa.int64())})
-        parts = pa.array(self.parts, pa.int32())
+        table = pa.concat_tables(self.buffered)
+        self.buffered, self.buffered_rows = [], 0
+        parts = table.column("part")
+        table = table.drop_columns(["part"])
         for p in pc.unique(parts).to_pylist():
             if self.writers[p] is None:
                 self.writers[p] = pa.ipc.new_stream(self.dir / f"{p}.arrow", table.schema)
             self.writers[p].write_table(table.filter(pc.equal(parts, p)))
-        self.keys, self.files, self.rows, self.parts = [], [], [], []
 
     def finish(self, out_path: Path | None = None) -> int:
         self._flush()
@@ -92,8 +128,8 @@ class DuplicateFinder:
         repeated = counts.field("values").filter(pc.greater(counts.field("counts"), 1))
         if len(repeated) == 0:
             return []
-        # filter keeps spill order, which is corpus order: the first seen is the first occurrence
         table = table.filter(pc.is_in(table["id"], value_set=repeated))
+        table = table.sort_by([("file_index", "ascending"), ("row", "ascending")])  # corpus order
         first: dict[str, tuple[int, int]] = {}
         dups = []
         for key, f, r in zip(*(table.column(c).to_pylist() for c in ("id", "file_index", "row"))):
@@ -106,3 +142,29 @@ class DuplicateFinder:
 
     def close(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+_FNV_PRIME = np.uint64(0x100000001B3)
+_SAMPLES = 16  # bytes taken from across each id, besides its last 8
+
+
+def string_hash(keys: pa.Array) -> np.ndarray:
+    """A 64-bit hash of each string, computed over the Arrow buffers in numpy (no Python object
+    per id): its length, 16 bytes spread across it and its last 8, mixed FNV-style. It decides
+    only which spill partition an id goes to, so a collision costs balance, never correctness."""
+    keys = keys.cast(pa.large_string())
+    n = len(keys)
+    validity, offsets, data = keys.buffers()
+    offsets = np.frombuffer(offsets, dtype=np.int64)[keys.offset:keys.offset + n + 1]
+    data = np.frombuffer(data, dtype=np.uint8) if data is not None and data.size else np.zeros(1, np.uint8)
+    starts, lengths = offsets[:-1], offsets[1:] - offsets[:-1]
+    h = np.full(n, 0xCBF29CE484222325, dtype=np.uint64) ^ lengths.astype(np.uint64)
+    last = len(data) - 1
+    with np.errstate(over="ignore"):
+        h *= _FNV_PRIME
+        positions = [starts + (lengths * k) // _SAMPLES for k in range(_SAMPLES)]
+        positions += [starts + np.maximum(lengths - 1 - k, 0) for k in range(8)]
+        for pos in positions:
+            h ^= data[np.minimum(pos, last)].astype(np.uint64)
+            h *= _FNV_PRIME
+    return h

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from common.errors import RefusedMessage, StoreUnsupportedError
 from common.io.store import PLAN, TMP, Attempt, OutputStore, OutsideOutputError, new_attempt_id
-from common.schemas import CommitRecord
+from common.schemas import SHARD_ID, CommitRecord
 from common.paths import is_within
 
 # errnos of a filesystem that has no hard links at all (as opposed to a link that lost a race)
@@ -115,7 +115,13 @@ class LocalStore(OutputStore):
                 raise StoreUnsupportedError(f"commit names {self.path(source_key)}, which is gone") from None
 
     def forget_attempt(self, record: CommitRecord) -> None:
+        """Every attempt of the shard (a crashed one's too): once it is committed, no other can win."""
         shutil.rmtree(self.path(f"{TMP}/{self._shard(record.shard_id)}"), ignore_errors=True)
+
+    def clean_attempts(self, committed) -> None:
+        for name in self.names(TMP):  # left only by attempts that crashed before their shard was committed
+            if SHARD_ID.match(name) and committed(name):
+                shutil.rmtree(self.path(f"{TMP}/{name}"), ignore_errors=True)
 
     def put_file(self, key: str, local: Path) -> None:
         target = self.writable(self.path(key))

@@ -148,6 +148,17 @@ class ObjectStore(OutputStore):
         for key in keys:
             self.delete(key)
 
+    def clean_attempts(self, committed) -> None:
+        """One listing of _tmp/ (it holds only what crashed attempts left: a committed attempt removes
+        its own files), then the keys of committed shards, deleted a thousand per request."""
+        prefix = self.key_path(TMP) + "/"
+        try:
+            found = self.fs.find(prefix)
+        except FileNotFoundError:
+            return
+        keys = [p[len(self.base) + 1:] for p in found]
+        self.delete_keys([k for k in keys if len(k.split("/")) > 2 and committed(k.split("/")[1])])
+
     def put_file(self, key: str, local: Path) -> None:
         self.fs.put_file(str(local), self.key_path(key))
 

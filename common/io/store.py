@@ -166,6 +166,11 @@ class OutputStore(ABC):
         """Remove a published attempt's own files (what publishing made redundant)."""
 
     @abstractmethod
+    def clean_attempts(self, committed) -> None:
+        """Remove what attempts left under _tmp/ for the shards `committed(shard_id)` says are
+        committed (a crashed attempt's files; another attempt's commit made them useless)."""
+
+    @abstractmethod
     def put_file(self, key: str, local: Path) -> None:
         """Store a local file under `key` (the planner's duplicate-id table)."""
 

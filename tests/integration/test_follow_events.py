@@ -81,4 +81,4 @@ def test_an_announcement_to_a_redis_that_is_down_is_dropped_quietly(redis_server
     plan = SimpleNamespace(job_id=JOB, shards_total=1)
     record = SimpleNamespace(rows=1)
     redis_server.stop()
-    announce(worker, plan, shard(1), record)  # no exception: the shard is delivered and announced again
+    announce(worker, None, plan, shard(1), record)  # no exception: the shard is delivered and announced again

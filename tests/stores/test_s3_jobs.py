@@ -16,7 +16,7 @@ from common.io import fs
 from common.io.plans import load_plan
 from common.io.store import OutputStore
 from common.dispatch import shard_message
-from harness.s3 import IgnoresConditionalWrites
+from harness.s3 import IgnoresConditionalWrites, S3Proxy
 from tests.faults.conftest import SIM, faults, send_through_plain_celery, wait_for
 from tests.integration.conftest import write_corpus
 
@@ -129,3 +129,38 @@ def test_a_worker_refuses_a_message_whose_bucket_output_is_outside_its_root(loca
     wait_for(lambda: "refused a shard message" in worker.log(), 60, "the refusal")
     assert f"outside QWEN3B_OUTPUT_ROOT (s3://{bucket})" in worker.log()
     assert not s3_server.keys(other, "emb/data/")
+
+
+def test_a_400_shard_job_costs_at_most_10_s3_requests_per_shard_and_its_status_at_most_40(
+        local_cluster, s3_server, tiny_embed_model, tmp_path):
+    # Given a Parquet corpus in a bucket, cut into 400 shards, and two simulated workers that reach S3
+    # only through a proxy that counts every request, as a bill would
+    proxy = S3Proxy(s3_server.port)
+    try:
+        bucket = s3_server.bucket()
+        ids = list(range(2000))
+        pq.write_table(pa.table({"id": ids, "text": [f"sentence {i} of the corpus" for i in ids]}),
+                       tmp_path / "c.parquet", row_group_size=500)
+        s3_server.client().upload_file(str(tmp_path / "c.parquet"), bucket, "corpus/c.parquet")
+        env = {**s3_env(s3_server), **SIM, "AWS_ENDPOINT_URL": proxy.endpoint,
+               "QWEN3B_OUTPUT_ROOT": f"s3://{bucket}/", "QWEN3B_INPUT_ROOTS": f"s3://{bucket}/"}
+        local_cluster.start_workers(2, tiny_embed_model, backend="simulated", env=env)
+        proxy.take()
+        # When the job is submitted and followed to its end (planning, the workers' shards, their
+        # reconcilers' passes, the follower's, the end-of-job check: every request counts)
+        out = f"s3://{bucket}/emb"
+        result = local_cluster.producer("submit", f"s3://{bucket}/corpus/", "--model", tiny_embed_model, "--out", out,
+                                        "--backend", "simulated", "--dtype", "fp32", "--shard-rows", 5, "--wait",
+                                        env=env)
+        assert result.returncode == 0, result.stderr + local_cluster.logs()
+        job = proxy.take()
+        # and a cold `producer status --json` reads the finished job
+        status = local_cluster.producer("status", out, "--json", env=env)
+        cold = proxy.take()
+        # Then the whole job cost at most 10 requests per shard, and the status at most 40
+        assert sorted(output_ids(out)) == ids
+        assert sum(job.values()) <= 10 * 400, f"{sum(job.values()) / 400:.2f} requests per shard: {dict(job)}"
+        assert json.loads(status.stdout)["status"] == "completed", status.stderr
+        assert sum(cold.values()) <= 40, dict(cold)
+    finally:
+        proxy.stop()

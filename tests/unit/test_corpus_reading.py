@@ -12,10 +12,20 @@ from common.io import corpus
 COLUMNS = ("text",)
 
 
+class Ids(list):
+    """Collects the ids a scan streams, as Python values (normalised as the reader normalises them)."""
+
+    def add(self, file_index, rows, values):
+        self.extend(values)
+
+    def add_array(self, file_index, first_row, values):
+        self.extend(corpus.normalize_id(v) for v in values.to_pylist())
+
+
 def scan(path, shard_rows=1000, fmt=None, columns=COLUMNS, id_column="id"):
-    ids = []
+    ids = Ids()
     result = corpus.scan_file(path, fmt or ("parquet" if path.suffix == ".parquet" else "jsonl"), 0, columns,
-                              id_column, shard_rows, lambda f, rows, values: ids.extend(values))
+                              id_column, shard_rows, ids)
     return result, ids
 
 

@@ -1,0 +1,347 @@
+"""What the control plane costs as a job grows: 1e3, 1e4, 1e5 (and 5e5) shards, simulated engine.
+
+    python scripts/bench_scale.py [--sizes 1000,10000,100000] [--rows-per-shard 10] [--shards-run 200]
+                                  [--s3] [--out bench-results/scale-cpu.json]
+
+For each size, a Parquet corpus of size x rows-per-shard rows, a private redis-server, and a job
+planned into `size` shards (the simulated backend, no device time, so what is measured is the
+control plane):
+  submit         `producer submit` as a process: wall time, peak RSS, the Redis memory it added
+  status         a cold `producer status --json` as a process: wall time, peak RSS
+  start          one simulated worker and a follower (`producer wait`) over the first shards:
+                 per-commit overhead (the Celery task's time minus run_shard's own, medians),
+                 the worker's and the follower's RSS; a reconciler pass (in this process, median of 5)
+  end            the records of all but the last shards written as a worker writes them (commit
+                 record and data file), then the same worker and follower over the last shards:
+                 per-commit overhead and RSS at 99% done, a reconciler pass, and the one-time
+                 end-of-job check that the last commit triggers
+--s3 also plans each size into a bucket on a local S3 server (moto) and counts the requests of
+the submit and of a cold status. Every figure is printed per size, with its growth from the
+smallest to the largest size and the fitted exponent (figure ~ size^b). The goal: every figure
+flat (at most 1.5x from 1e3 to 1e5 shards) except the submit's time and the end-of-job check.
+"""
+
+import argparse
+import json
+import math
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+FLAT_GOAL = 1.5  # the largest size's figure over the smallest's, for the figures that must be flat
+LINEAR_OK = ("submit_s", "end_check_s")  # these may grow with the job
+TASK_LINE = re.compile(r"Task embed\.shard\[[^\]]+\] succeeded in ([0-9.e-]+)s: '(committed|already_committed)'")
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(prog="python scripts/bench_scale.py", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", default="1000,10000,100000", help="shards per job, comma-separated")
+    ap.add_argument("--rows-per-shard", type=int, default=10)
+    ap.add_argument("--shards-run", type=int, default=200, help="shards the worker runs at the start and at the end")
+    ap.add_argument("--s3", action="store_true", help="also count S3 requests of submit and status (moto)")
+    ap.add_argument("--work", type=Path, default=None, help="where corpora and outputs go (default: a temp folder)")
+    ap.add_argument("--out", type=Path, default=REPO / "bench-results" / "scale-cpu.json")
+    args = ap.parse_args(argv)
+    from common.provenance import confirm, provenance
+    from workers.models.random_init import ensure_random_model
+
+    origin = provenance("python scripts/bench_scale.py")
+    model = ensure_random_model(REPO / ".cache" / "models", "embed", "tiny")
+    work = args.work or Path(tempfile.mkdtemp(prefix="q3b-scale-"))
+    sizes = [int(s) for s in args.sizes.split(",")]
+    results = []
+    for size in sizes:
+        print(f"--- {size:,} shards ({size * args.rows_per_shard:,} rows)", flush=True)
+        figures = measure(size, args, model, work / f"n{size}")
+        if args.s3:
+            figures.update(measure_s3(size, args, model, work / f"s3-{size}"))
+        results.append(figures)
+        print(json.dumps(figures, indent=1), flush=True)
+    growth = fit_growth(results)
+    report = {"what": "control-plane cost against the number of shards (simulated engine)",
+              "rows_per_shard": args.rows_per_shard, "shards_run": args.shards_run, "sizes": results,
+              "growth": growth, "flat_goal": FLAT_GOAL, "linear_ok": list(LINEAR_OK),
+              "provenance": confirm(origin)}
+    print_table(results, growth)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"wrote {args.out}")
+
+
+# --- one size ----------------------------------------------------------------------------------------------
+def measure(size: int, args, model: Path, work: Path) -> dict:
+    from harness.cluster import RedisServer
+
+    work.mkdir(parents=True, exist_ok=True)
+    corpus = write_corpus(work / "corpus.parquet", size * args.rows_per_shard)
+    redis = RedisServer(work / "redis").start()
+    out = work / "out"
+    env = {"QWEN3B_BROKER_URL": redis.url, "QWEN3B_OUTPUT_ROOT": str(work), "QWEN3B_INPUT_ROOTS": str(work),
+           "QWEN3B_SIM_BATCH_S": "0", "QWEN3B_RECONCILE_INTERVAL_S": "10"}
+    figures = {"shards": size, "rows": size * args.rows_per_shard}
+    try:
+        before = redis_memory(redis)
+        run = timed_cli(["producer", "submit", str(corpus), "--model", str(model), "--out", str(out), "--backend",
+                         "simulated", "--dtype", "fp32", "--shard-rows", str(args.rows_per_shard)], env)
+        figures.update(submit_s=run["wall_s"], submit_rss_mib=run["rss_mib"],
+                       submit_redis_mib=(redis_memory(redis) - before) / 2**20)
+        run = timed_cli(["producer", "status", str(out), "--json"], env)
+        figures.update(status_s=run["wall_s"], status_rss_mib=run["rss_mib"])
+        figures.update(prefixed("start", run_workers(args.shards_run, model, out, env, work / "start", redis)))
+        figures["start_pass_ms"] = reconcile_pass_ms(redis, out)
+        prefill(out, redis, size - args.shards_run, work)
+        figures["end_pass_ms"] = reconcile_pass_ms(redis, out)
+        figures.update(prefixed("end", run_workers(args.shards_run, model, out, env, work / "end", redis,
+                                                   until_done=True)))
+    finally:
+        redis.stop()
+    return figures
+
+
+def prefixed(prefix: str, figures: dict) -> dict:
+    return {f"{prefix}_{k}" if k != "end_check_s" else k: v for k, v in figures.items()}
+
+
+def write_corpus(path: Path, rows: int) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not path.exists():
+        ids = pa.array(range(rows), pa.int64())
+        texts = pa.array([f"passage {i} of a corpus planned into many small shards" for i in range(rows)])
+        pq.write_table(pa.table({"id": ids, "text": texts}), path, row_group_size=65536)
+    return path
+
+
+def timed_cli(args: list[str], env: dict) -> dict:
+    """Wall time and peak RSS of one of our commands, as its own process (os.wait4 gives its rusage)."""
+    from harness.cluster import base_env
+
+    started = time.perf_counter()
+    process = subprocess.Popen([sys.executable, "-m", *args], env=base_env(env["QWEN3B_BROKER_URL"], env),
+                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - started
+    stderr = process.stderr.read().decode(errors="replace")
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode not in (0, 1):
+        raise RuntimeError(f"{' '.join(args)} exited {process.returncode}:\n{stderr[-3000:]}")
+    return {"wall_s": round(wall, 3), "rss_mib": round(usage.ru_maxrss / 1024, 1)}
+
+
+def redis_memory(redis) -> int:
+    return int(redis.client().info("memory")["used_memory"])
+
+
+def run_workers(shards: int, model: Path, out: Path, env: dict, logdir: Path, redis, until_done: bool = False) -> dict:
+    """One simulated worker and a follower over `shards` shards (or until the job is done)."""
+    from common import keys
+    from common.io.plans import load_plan
+    from common.io.store import OutputStore
+    from harness import cluster
+
+    plan = load_plan(OutputStore(out))
+    client = redis.client()
+    done_before = client.bitcount(keys.job_done(plan.job_id))
+    worker = cluster.start_worker(redis.url, str(model), "scale-w0", logdir, backend="simulated", env=env)
+    follower = subprocess.Popen([sys.executable, "-m", "producer", "wait", str(out)], cwd=REPO,
+                                env=cluster.base_env(redis.url, env), stdout=subprocess.DEVNULL,
+                                stderr=open(logdir / "follower.log", "wb"), start_new_session=True)
+    try:
+        deadline = time.monotonic() + 900
+        peak = {"worker": 0.0, "follower": 0.0}
+        while time.monotonic() < deadline:
+            if not worker.alive():
+                raise RuntimeError(f"the worker exited:\n{worker.log()[-3000:]}")
+            done = (OutputStore(out).load_success() is not None) if until_done else \
+                client.bitcount(keys.job_done(plan.job_id)) - done_before >= shards
+            for name, pids in (("worker", worker.pids()[1:]), ("follower", [follower.pid])):
+                peak[name] = max([peak[name], *(rss_mib(pid) for pid in pids)])
+            if done:
+                break
+            time.sleep(0.5)
+        else:
+            raise TimeoutError(f"the worker did not get through {shards} shards:\n{worker.log()[-3000:]}")
+        log = worker.log()
+    finally:
+        worker.stop(timeout_s=10)
+        follower.send_signal(signal.SIGINT)
+        try:
+            follower.wait(10)
+        except subprocess.TimeoutExpired:
+            follower.kill()
+    figures = {"worker_rss_mib": round(peak["worker"], 1), "follower_rss_mib": round(peak["follower"], 1)}
+    figures.update(commit_overhead(log, out))
+    if until_done:
+        checked = re.findall(r"success marker written in ([0-9.]+) s", log)
+        figures["end_check_s"] = float(checked[-1]) if checked else None
+    return figures
+
+
+def rss_mib(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def commit_overhead(log: str, out: Path) -> dict:
+    """Median Celery task time and median run_shard time (the commit records' `seconds`) of the shards
+    this worker committed: the difference is what the control plane adds per shard."""
+    from harness.outputs import commit_records
+
+    tasks = [float(t) for t, status in TASK_LINE.findall(log) if status == "committed"]
+    ours = [r.seconds for r in commit_records(out).values() if r.worker == "scale-w0" and r.seconds >= 0]
+    if not tasks or not ours:
+        return {}
+    task_ms, shard_ms = 1000 * statistics.median(tasks), 1000 * statistics.median(ours)
+    return {"task_ms": round(task_ms, 2), "run_shard_ms": round(shard_ms, 2),
+            "commit_overhead_ms": round(task_ms - shard_ms, 2), "shards_measured": len(tasks)}
+
+
+def reconcile_pass_ms(redis, out: Path) -> float:
+    """A reconciler pass over the job, as a worker's thread runs it (lock, fold, orphans, top-up),
+    in this process: the median of 5."""
+    from celery import Celery
+
+    from common import dispatch
+    from common.io.plans import load_plan
+    from common.io.store import OutputStore
+    from common.reconcile import reconcile_job
+
+    store = OutputStore(out)
+    plan = load_plan(store)
+    app = Celery(broker=redis.url)
+    publisher = dispatch.Publisher(app, redis.client())
+    times, known = [], None
+    for _ in range(5):
+        started = time.perf_counter()
+        outcome = reconcile_job(redis.client(), publisher, store, plan, lock_s=10, known=known)
+        times.append(1000 * (time.perf_counter() - started))
+        known = outcome.manifest
+    return round(statistics.median(times), 2)
+
+
+def prefill(out: Path, redis, upto: int, work: Path) -> None:
+    """Every shard below `upto` committed, as a worker commits it: its data file (the rows' real ids),
+    its commit record, the manifest that folds them, the done bits in Redis, and the window's cursor
+    there. What a job that got this far would hold, written directly so that the end of a 1e5-shard
+    job can be measured without running 1e5 shards first."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from common import keys, window
+    from common.io import output
+    from common.io.manifest import load_manifest, save_manifest
+    from common.io.plans import load_plan
+    from common.io.store import OutputStore
+    from common.schemas import CommitRecord
+    from harness.outputs import commit_records
+
+    store = OutputStore(out)
+    plan = load_plan(store)
+    have = commit_records(store)
+    schema = output.result_schema("embed", "int64", 64, "float32")
+    manifest = load_manifest(store, plan.shards_total)
+    started = time.perf_counter()
+    for shard in plan.iter_shards():
+        if shard.ordinal >= upto:
+            break
+        record = have.get(shard.shard_id)
+        if record is None:
+            ids = list(range(shard.row_start, shard.row_end))
+            table = output.result_table(schema, ids, np.zeros((len(ids), 64), "float32"), np.ones(len(ids), "int32"),
+                                        np.zeros(len(ids), bool))
+            path = out / store.data_key(shard.shard_id)
+            path.parent.mkdir(exist_ok=True)
+            pq.write_table(table, path)
+            record = CommitRecord(shard_id=shard.shard_id, attempt="prefill", rows_in=shard.rows,
+                                  rows_out=shard.rows, rows_rejected=0, tokens=10 * shard.rows,
+                                  data_file=store.data_key(shard.shard_id), reject_file=None, data_sha256="",
+                                  data_bytes=path.stat().st_size, worker="prefill", seconds=0.0,
+                                  committed_at=time.time(), simulated=True, random_weights=True)
+            store.create_if_absent(store.commit_key(shard.shard_id), record.model_dump_json().encode())
+        manifest.add_commit(shard.ordinal, record, shard.rows)
+    assert save_manifest(store, manifest)
+    client = redis.client()
+    client.delete(keys.job_cursor(plan.job_id), keys.job_queued(plan.job_id), keys.job_log(plan.job_id))
+    window.open_window(client, plan, manifest)
+    client.set(keys.job_cursor(plan.job_id), upto)
+    for name in keys.queue_lists(plan.queue):
+        client.delete(name)
+    print(f"prefilled {upto:,} shards in {time.perf_counter() - started:.0f}s", flush=True)
+
+
+# --- S3 request counts ---------------------------------------------------------------------------------------
+def measure_s3(size: int, args, model: Path, work: Path) -> dict:
+    from harness.cluster import RedisServer
+    from harness.s3 import S3Proxy, S3Server
+
+    work.mkdir(parents=True, exist_ok=True)
+    server = S3Server(work / "moto").start()
+    proxy = S3Proxy(server.port)
+    redis = RedisServer(work / "redis").start()
+    try:
+        bucket = server.bucket()
+        corpus = write_corpus(work.parent / f"n{size}" / "corpus.parquet", size * args.rows_per_shard)
+        server.client().upload_file(str(corpus), bucket, "corpus/corpus.parquet")
+        env = {**server.env(proxy.endpoint), "QWEN3B_BROKER_URL": redis.url, "QWEN3B_OUTPUT_ROOT": f"s3://{bucket}/",
+               "QWEN3B_INPUT_ROOTS": f"s3://{bucket}/"}
+        out = f"s3://{bucket}/out"
+        proxy.take()
+        timed_cli(["producer", "submit", f"s3://{bucket}/corpus/", "--model", str(model), "--out", out, "--backend",
+                   "simulated", "--dtype", "fp32", "--shard-rows", str(args.rows_per_shard)], env)
+        submit = proxy.take()
+        timed_cli(["producer", "status", out, "--json"], env)
+        status = proxy.take()
+    finally:
+        redis.stop()
+        proxy.stop()
+        server.stop()
+    return {"s3_submit_requests": sum(submit.values()), "s3_status_requests": sum(status.values()),
+            "s3_status_by_kind": dict(status)}
+
+
+# --- the report -------------------------------------------------------------------------------------------------
+def fit_growth(results: list[dict]) -> dict:
+    """Per figure: largest size's value over the smallest's, and the least-squares exponent b of
+    value ~ shards^b over every size measured."""
+    growth = {}
+    names = [k for k, v in results[0].items() if isinstance(v, (int, float)) and k not in ("shards", "rows")]
+    for name in names:
+        points = [(r["shards"], r.get(name)) for r in results if isinstance(r.get(name), (int, float)) and r[name] > 0]
+        if len(points) < 2:
+            continue
+        xs, ys = [math.log(p[0]) for p in points], [math.log(p[1]) for p in points]
+        mx, my = statistics.mean(xs), statistics.mean(ys)
+        slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+        ratio = points[-1][1] / points[0][1]
+        growth[name] = {"ratio": round(ratio, 3), "exponent": round(slope, 3),
+                        "flat": ratio <= FLAT_GOAL, "may_grow": name in LINEAR_OK}
+    return growth
+
+
+def print_table(results: list[dict], growth: dict) -> None:
+    sizes = [r["shards"] for r in results]
+    print("\n" + f"{'figure':28}" + "".join(f"{s:>12,}" for s in sizes) + f"{'growth':>10}{'size^b':>8}  verdict")
+    for name, g in growth.items():
+        cells = "".join(f"{r.get(name, float('nan')):>12.4g}" if isinstance(r.get(name), (int, float)) else f"{'-':>12}"
+                        for r in results)
+        verdict = "may grow" if g["may_grow"] else ("flat" if g["flat"] else "GROWS")
+        print(f"{name:28}{cells}{g['ratio']:>9.2f}x{g['exponent']:>8.2f}  {verdict}")
+
+
+if __name__ == "__main__":
+    main()
