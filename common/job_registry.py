@@ -28,17 +28,21 @@ def register(root: str, job_id: str, output: str) -> None:
         store.put(key, json.dumps({"job_id": job_id, "output": output}).encode())
 
 
-def registered(root: str) -> dict[str, str]:
-    """job -> output, for the records whose output still lies inside the root."""
+def registered(root: str, seen: dict | None = None) -> dict[str, str]:
+    """job -> output, for the records whose output still lies inside the root. seen: records this
+    process read before (a record never changes), so a reconciler's pass costs one listing, not a
+    read per job."""
     store, found = OutputStore(root), {}
+    seen = {} if seen is None else seen
     for name in store.names(FOLDER):
         if not name.endswith(".json") or name.startswith("."):
             continue
-        try:
-            entry = json.loads(store.read_bytes(f"{FOLDER}/{name}") or b"{}")
-        except ValueError:
-            continue
-        job, output = entry.get("job_id"), entry.get("output")
+        if name not in seen:
+            try:
+                seen[name] = json.loads(store.read_bytes(f"{FOLDER}/{name}") or b"{}")
+            except ValueError:
+                continue
+        job, output = seen[name].get("job_id"), seen[name].get("output")
         if isinstance(job, str) and JOB_NAME.match(job) and isinstance(output, str) and is_within(output, root):
             found[job] = output
     return found

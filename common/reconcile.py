@@ -219,6 +219,7 @@ class Reconciler:
         self.known: dict[str, str] = {}  # job -> output of the jobs this worker has worked on
         self.stores: dict[str, tuple[OutputStore, Plan]] = {}  # parsed once per output
         self.manifests: dict[str, Manifest] = {}  # the newest manifest this process read, per job
+        self.registry: dict = {}  # the registry records this process read (they never change)
         self.wake = threading.Event()
 
     def remember(self, job_id: str, output: str) -> None:
@@ -230,6 +231,7 @@ class Reconciler:
     def forget(self, job_id: str) -> None:
         self.known.pop(job_id, None)
         self.manifests.pop(job_id, None)
+        self.registry.pop(f"{job_id}.json", None)
         job_registry.forget(self.root, job_id)
 
     def poke(self) -> None:
@@ -243,7 +245,7 @@ class Reconciler:
         """Jobs in Redis's active set or the root's registry, plus the ones this worker knows, which it
         registers again in Redis (a restart without persistence forgets them, and their queues)."""
         active = {raw.decode() for raw in self.client.smembers(keys.active_jobs())}
-        jobs = dict(job_registry.registered(self.root))
+        jobs = dict(job_registry.registered(self.root, self.registry))
         for job_id in active:
             output = dispatch.job_output(self.client, job_id)
             if output:

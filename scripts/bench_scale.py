@@ -16,7 +16,8 @@ control plane):
                  per-commit overhead and RSS at 99% done, a reconciler pass, and the one-time
                  end-of-job check that the last commit triggers
 --s3 also plans each size into a bucket on a local S3 server (moto) and counts the requests of
-the submit and of a cold status. Every figure is printed per size, with its growth from the
+the submit and of a cold status. --before PATH runs the same submit and status with the code of
+another checkout (a `git worktree` of an older revision), beside this one's, in the same run. Every figure is printed per size, with its growth from the
 smallest to the largest size and the fitted exponent (figure ~ size^b). The goal: every figure
 flat (at most 1.5x from 1e3 to 1e5 shards) except the submit's time and the end-of-job check.
 """
@@ -48,6 +49,8 @@ def main(argv=None) -> None:
     ap.add_argument("--rows-per-shard", type=int, default=10)
     ap.add_argument("--shards-run", type=int, default=200, help="shards the worker runs at the start and at the end")
     ap.add_argument("--s3", action="store_true", help="also count S3 requests of submit and status (moto)")
+    ap.add_argument("--before", type=Path, default=None,
+                    help="a checkout of older code: its submit and status are measured too, for comparison")
     ap.add_argument("--work", type=Path, default=None, help="where corpora and outputs go (default: a temp folder)")
     ap.add_argument("--out", type=Path, default=REPO / "bench-results" / "scale-cpu.json")
     args = ap.parse_args(argv)
@@ -62,6 +65,8 @@ def main(argv=None) -> None:
     for size in sizes:
         print(f"--- {size:,} shards ({size * args.rows_per_shard:,} rows)", flush=True)
         figures = measure(size, args, model, work / f"n{size}")
+        if args.before:
+            figures.update(measure_before(size, args, model, work / f"before-{size}"))
         if args.s3:
             figures.update(measure_s3(size, args, model, work / f"s3-{size}"))
         results.append(figures)
@@ -122,13 +127,38 @@ def write_corpus(path: Path, rows: int) -> Path:
     return path
 
 
-def timed_cli(args: list[str], env: dict) -> dict:
+def measure_before(size: int, args, model: Path, work: Path) -> dict:
+    """Submit and a cold status with the code of another checkout (same corpus, a fresh Redis)."""
+    from harness.cluster import RedisServer
+
+    work.mkdir(parents=True, exist_ok=True)
+    corpus = write_corpus(work.parent / f"n{size}" / "corpus.parquet", size * args.rows_per_shard)
+    redis = RedisServer(work / "redis").start()
+    env = {"QWEN3B_BROKER_URL": redis.url, "QWEN3B_OUTPUT_ROOT": str(work.parent), "QWEN3B_INPUT_ROOTS": str(work.parent)}
+    try:
+        before = redis_memory(redis)
+        run = timed_cli(["producer", "submit", str(corpus), "--model", str(model), "--out", str(work / "out"),
+                         "--backend", "simulated", "--dtype", "fp32", "--shard-rows", str(args.rows_per_shard)],
+                        env, cwd=args.before)
+        figures = {"before_submit_s": run["wall_s"], "before_submit_rss_mib": run["rss_mib"],
+                   "before_submit_redis_mib": (redis_memory(redis) - before) / 2**20}
+        run = timed_cli(["producer", "status", str(work / "out"), "--json"], env, cwd=args.before)
+        figures.update(before_status_s=run["wall_s"], before_status_rss_mib=run["rss_mib"])
+    finally:
+        redis.stop()
+    return figures
+
+
+def timed_cli(args: list[str], env: dict, cwd: Path = REPO) -> dict:
     """Wall time and peak RSS of one of our commands, as its own process (os.wait4 gives its rusage)."""
     from harness.cluster import base_env
 
     started = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "-m", *args], env=base_env(env["QWEN3B_BROKER_URL"], env),
-                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    merged = base_env(env["QWEN3B_BROKER_URL"], env)
+    if cwd != REPO:  # another checkout's code first on the path
+        merged["PYTHONPATH"] = os.pathsep.join([str(cwd.resolve()), merged["PYTHONPATH"]])
+    process = subprocess.Popen([sys.executable, "-m", *args], env=merged, cwd=cwd, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
     _, status, usage = os.wait4(process.pid, 0)
     wall = time.perf_counter() - started
     stderr = process.stderr.read().decode(errors="replace")

@@ -387,8 +387,53 @@ rounds; wall time from spawn to exit (median), peak RSS (largest).
 """
 
 
+# --- the control plane against the job's size ----------------------------------------------------------
+SCALE_FIGURES = {
+    "submit_s": "`producer submit`: wall seconds", "submit_rss_mib": "`producer submit`: peak RSS, MiB",
+    "submit_redis_mib": "`producer submit`: Redis memory added, MiB",
+    "status_s": "cold `producer status --json`: seconds", "status_rss_mib": "cold `producer status --json`: peak RSS, MiB",
+    "s3_submit_requests": "S3 requests of `producer submit`", "s3_status_requests": "S3 requests of a cold status",
+    "start_commit_overhead_ms": "per-commit overhead at the start, ms", "end_commit_overhead_ms":
+    "per-commit overhead at 99% done, ms", "start_pass_ms": "reconciler pass at the start, ms",
+    "end_pass_ms": "reconciler pass at 99% done, ms", "start_worker_rss_mib": "worker RSS at the start, MiB",
+    "end_worker_rss_mib": "worker RSS at 99% done, MiB", "start_follower_rss_mib": "follower RSS at the start, MiB",
+    "end_follower_rss_mib": "follower RSS at 99% done, MiB", "end_check_s": "end-of-job check, seconds (once)",
+    "before_submit_s": "before: `producer submit`, seconds", "before_submit_rss_mib": "before: `producer submit`, peak RSS, MiB",
+    "before_submit_redis_mib": "before: `producer submit`, Redis MiB added",
+    "before_status_s": "before: cold status, seconds", "before_status_rss_mib": "before: cold status, peak RSS, MiB",
+}
+
+
+def scale(path: Path, d: dict) -> str:
+    sizes = d["sizes"]
+    rows = []
+    for name, text in SCALE_FIGURES.items():
+        if not any(isinstance(r.get(name), (int, float)) for r in sizes):
+            continue
+        g = d["growth"].get(name)
+        verdict = ("may grow" if g["may_grow"] else "flat" if g["flat"] else "**grows**") if g else ""
+        if name.startswith("before_"):
+            verdict = "(the code before)"
+        cells = [f"{r[name]:,.3g}" if isinstance(r.get(name), (int, float)) else "-" for r in sizes]
+        rows.append([text, *cells, f"{g['ratio']:.2f}x, b={g['exponent']:.2f}" if g else "", verdict])
+    header = ["figure", *[f"{r['shards']:,} shards" for r in sizes], "largest / smallest, size^b", "verdict"]
+    return f"""
+## The control plane against the job's size
+
+{origin(path, d, "python scripts/bench_scale.py")}
+
+Simulated engine (no device time), {d['rows_per_shard']} rows per shard, a private redis-server; the worker
+and the follower are measured over {d['shards_run']} shards at the start and the last {d['shards_run']} (the shards
+before them committed first, as a worker commits them). Goal: every figure within {d['flat_goal']}x from the
+smallest to the largest size, except the submit's time and the end-of-job check; docs/scale.md says why each
+is what it is.
+
+{table(header, rows)}
+"""
+
+
 SECTIONS = [("engine-*.json", engine), ("int8-*.json", int8), ("pipeline-*.json", pipeline),
-            ("cli-start-*.json", cli_start),
+            ("cli-start-*.json", cli_start), ("scale-*.json", scale),
             ("shard-overhead-*.json", shard_overhead), ("perf-*.json", bench),
             ("stores-*.json", stores), ("chaos*.json", chaos), ("eval-*.json", evaluation)]
 
