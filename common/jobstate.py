@@ -200,6 +200,7 @@ def finalize(store: OutputStore, plan: Plan, manifest: Manifest,
     the reconciler (keep_alive renews its lock as it goes), never inside a shard's time limit."""
     if not manifest.finished:
         return None
+    started = time.perf_counter()
     success = store.load_success()
     if success is not None and describes(success, manifest):
         return success
@@ -218,7 +219,8 @@ def finalize(store: OutputStore, plan: Plan, manifest: Manifest,
         job_id=plan.job_id, status="completed_with_failures" if quarantined else "completed",
         rows_in=plan.rows_total, rows_out=manifest.rows_out, rows_rejected=manifest.rows_rejected,
         rows_in_quarantined_shards=manifest.rows_in_quarantined, shards_committed=manifest.shards_committed,
-        shards_quarantined=tuple(quarantined), finished_at=time.time(), simulated=manifest.simulated,
+        shards_quarantined=tuple(quarantined), finished_at=time.time(),
+        check_seconds=round(time.perf_counter() - started, 3), simulated=manifest.simulated,
         random_weights=manifest.random_weights)
     store.save_success(marker)
     # What crashed attempts left of shards committed since (not of quarantined ones: a worker may

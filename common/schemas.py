@@ -220,6 +220,7 @@ class SuccessMarker(Frozen):
     shards_committed: int
     shards_quarantined: tuple[str, ...]
     finished_at: float
+    check_seconds: float = 0.0  # how long the end-of-job check took (it reads every data file's ids)
     # Whether the outputs are meaningless: run on the simulated backend, or on a random-weight model
     simulated: bool = False
     random_weights: bool = False

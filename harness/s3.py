@@ -91,9 +91,10 @@ class S3Proxy:
     as a store that accepts conditional writes and ignores them would (an older MinIO or Ceph, some
     S3 look-alikes)."""
 
-    def __init__(self, upstream_port: int, strip_conditions: bool = False):
+    def __init__(self, upstream_port: int, strip_conditions: bool = False, keep_paths: bool = False):
         upstream, proxy = upstream_port, self
         self.counts: Counter = Counter()
+        self.paths: list[tuple[str, str]] | None = [] if keep_paths else None  # (kind, path) of each request
         self.lock = threading.Lock()
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -147,6 +148,8 @@ class S3Proxy:
             kind = method
         with self.lock:
             self.counts[kind] += 1
+            if self.paths is not None:
+                self.paths.append((kind, path))
 
     def take(self) -> Counter:
         """The counts since the last take, and start again from zero."""

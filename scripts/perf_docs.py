@@ -429,6 +429,21 @@ smallest to the largest size, except the submit's time and the end-of-job check;
 is what it is.
 
 {table(header, rows)}
+{s3_job_line(d.get("s3_job"))}"""
+
+
+def s3_job_line(job: dict | None) -> str:
+    if not job:
+        return ""
+    kinds = ", ".join(f"{n:,} {kind}" for kind, n in sorted(job["by_kind"].items(), key=lambda kv: -kv[1]))
+    status = ", ".join(f"{n} {kind}" for kind, n in sorted(job["status_by_kind"].items(), key=lambda kv: -kv[1]))
+    per_shard, cold = job["requests_per_shard"], job["status_requests"]
+    return f"""
+A whole job in a bucket (moto on loopback, every request counted by a proxy): {job['shards']} shards through
+{job['workers']} simulated workers, planning, every reconciler pass and the follower's included, took
+**{per_shard} S3 requests per shard** ({kinds}; goal <= {job['goal_per_shard']}: {"met" if per_shard <= job['goal_per_shard'] else "**missed**"}).
+A cold `producer status --json` of the finished job took **{cold}** ({status}; goal <= {job['goal_status']}:
+{"met" if cold <= job['goal_status'] else "**missed**"}).
 """
 
 

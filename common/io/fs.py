@@ -99,11 +99,21 @@ def fs_and_path(url: str):
 
 
 def open_url(url: str, mode: str = "rb", **kwargs):
-    """A file object; local files are opened directly (fsspec's options are for buckets)."""
+    """A file object; local files are opened directly (fsspec's options are for buckets). With
+    `size` known, a bucket's file is read with ranged GETs alone, no HEAD first."""
     if not is_object_url(str(url)):
         return open(url, mode)
     fs, path = fs_and_path(url)
-    return fs.open(path, mode, **kwargs)
+    return open_object(fs, path, mode, **kwargs)
+
+
+def open_object(fs, path: str, mode: str = "rb", **kwargs):
+    """fs.open, told the size when the caller knows it: its file object would otherwise look up the
+    object's details (a HEAD request) before its first read, whatever size it was given."""
+    f = fs.open(path, mode, **kwargs)
+    if kwargs.get("size") is not None and "r" in mode:
+        f.details = {"name": path, "size": kwargs["size"], "type": "file"}
+    return f
 
 
 def size(url: str) -> int:

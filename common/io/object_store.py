@@ -25,7 +25,7 @@ import uuid
 from pathlib import Path
 
 from common.errors import StoreUnsupportedError
-from common.io.fs import fs_and_path, normalize
+from common.io.fs import fs_and_path, normalize, open_object
 from common.io.store import TMP, Attempt, OutputStore, new_attempt_id
 from common.schemas import CommitRecord
 
@@ -85,7 +85,7 @@ class ObjectStore(OutputStore):
         return [p.rstrip("/").rsplit("/", 1)[-1] for p in listed]
 
     def open_read(self, key: str, size: int | None = None):
-        return self.fs.open(self.key_path(key), "rb", size=size, block_size=READ_BLOCK_BYTES)
+        return open_object(self.fs, self.key_path(key), "rb", size=size, block_size=READ_BLOCK_BYTES)
 
     def read_range(self, key: str, start: int, end: int) -> bytes:
         return self.fs.cat_file(self.key_path(key), start=start, end=None if start < 0 else end)
