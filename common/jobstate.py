@@ -9,7 +9,8 @@ the commits it had not folded yet are found again as their shards are delivered 
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -244,15 +245,28 @@ def check_output_ids(store: OutputStore, plan: Plan, manifest: Manifest,
     rows = 0
     try:
         committed = (s for s in plan.iter_shards() if manifest.committed[s.ordinal])
-        with ThreadPoolExecutor(READ_THREADS) as pool:
-            for index, ids in enumerate(pool.map(lambda s: read_ids(store, store.data_key(s.shard_id)), committed)):
-                finder.add_array(index, 0, ids)
-                rows += len(ids)
-                if index % 1000 == 999:
-                    keep_alive()
+        reads = bounded_map(lambda s: read_ids(store, store.data_key(s.shard_id)), committed, READ_THREADS)
+        for index, ids in enumerate(reads):
+            finder.add_array(index, 0, ids)
+            rows += len(ids)
+            if index % 1000 == 999:
+                keep_alive()
         return rows, finder.finish()
     finally:
         finder.close()
+
+
+def bounded_map(fn, items: Iterable, threads: int) -> Iterator:
+    """fn over items on `threads` threads, in order, with at most 4 x threads in flight (a pool's
+    own map would take every item at once: a future and a result per shard of the job)."""
+    with ThreadPoolExecutor(threads) as pool:
+        pending: deque = deque()
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) >= 4 * threads:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 def read_ids(store: OutputStore, key: str) -> pa.Array:
@@ -265,6 +279,6 @@ def read_ids(store: OutputStore, key: str) -> pa.Array:
     except FileNotFoundError:
         raise JobCheckError(f"{store.location(key)} is committed but missing") from None
     if len(tail) < SMALL_FILE_BYTES:
-        return pq.read_table(io.BytesIO(tail), columns=["id"]).column(0).combine_chunks()
+        return pq.ParquetFile(io.BytesIO(tail)).read(columns=["id"], use_threads=False).column(0).combine_chunks()
     with store.open_read(key) as f:
-        return pq.read_table(f, columns=["id"]).column(0).combine_chunks()
+        return pq.ParquetFile(f).read(columns=["id"], use_threads=False).column(0).combine_chunks()

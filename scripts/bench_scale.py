@@ -8,13 +8,15 @@ planned into `size` shards (the simulated backend, no device time, so what is me
 control plane):
   submit         `producer submit` as a process: wall time, peak RSS, the Redis memory it added
   status         a cold `producer status --json` as a process: wall time, peak RSS
-  start          one simulated worker and a follower (`producer wait`) over the first shards:
-                 per-commit overhead (the Celery task's time minus run_shard's own, medians),
-                 the worker's and the follower's RSS; a reconciler pass (in this process, median of 5)
-  end            the records of all but the last shards written as a worker writes them (commit
-                 record and data file), then the same worker and follower over the last shards:
-                 per-commit overhead and RSS at 99% done, a reconciler pass, and the one-time
-                 end-of-job check that the last commit triggers
+  start          the first shards delivered in this process as a worker delivers a message
+                 (workers/runner.handle_message: admit, take, run, commit, announce, top up): the
+                 per-commit overhead is its time minus run_shard's own (median); a reconciler pass
+                 (median of 5); then a real worker and a follower (`producer wait`) over the next
+                 shards, for their resident memory
+  end            the shards before the last ones committed as a worker commits them (data file,
+                 commit record, the manifest folding them), then the same at 99% done, the real
+                 worker and follower finishing the job, and the one-time end-of-job check the
+                 last commit triggers (its time, from the success marker)
 --s3 also plans each size into a bucket on a local S3 server (moto) and counts the requests of
 the submit and of a cold status. --before PATH runs the same submit and status with the code of
 another checkout (a `git worktree` of an older revision), beside this one's, in the same run. Every figure is printed per size, with its growth from the
@@ -26,7 +28,6 @@ import argparse
 import json
 import math
 import os
-import re
 import signal
 import statistics
 import subprocess
@@ -40,7 +41,6 @@ sys.path.insert(0, str(REPO))
 
 FLAT_GOAL = 1.5  # the largest size's figure over the smallest's, for the figures that must be flat
 LINEAR_OK = ("submit_s", "end_check_s")  # these may grow with the job
-TASK_LINE = re.compile(r"Task embed\.shard\[[^\]]+\] succeeded in ([0-9.e-]+)s: '(committed|already_committed)'")
 
 
 def main(argv=None) -> None:
@@ -96,6 +96,7 @@ def measure(size: int, args, model: Path, work: Path) -> dict:
     env = {"QWEN3B_BROKER_URL": redis.url, "QWEN3B_OUTPUT_ROOT": str(work), "QWEN3B_INPUT_ROOTS": str(work),
            "QWEN3B_SIM_BATCH_S": "0", "QWEN3B_RECONCILE_INTERVAL_S": "10"}
     figures = {"shards": size, "rows": size * args.rows_per_shard}
+    k = args.shards_run
     try:
         before = redis_memory(redis)
         run = timed_cli(["producer", "submit", str(corpus), "--model", str(model), "--out", str(out), "--backend",
@@ -104,12 +105,13 @@ def measure(size: int, args, model: Path, work: Path) -> dict:
                        submit_redis_mib=(redis_memory(redis) - before) / 2**20)
         run = timed_cli(["producer", "status", str(out), "--json"], env)
         figures.update(status_s=run["wall_s"], status_rss_mib=run["rss_mib"])
-        figures.update(prefixed("start", run_workers(args.shards_run, model, out, env, work / "start", redis)))
         figures["start_pass_ms"] = reconcile_pass_ms(redis, out)
-        prefill(out, redis, size - args.shards_run, work)
+        figures["start_commit_overhead_ms"] = commit_overhead_ms(range(0, k), model, out, redis, env)
+        figures.update(prefixed("start", run_workers(k, model, out, env, work / "start", redis)))
+        prefill(out, redis, size - 2 * k, work)
         figures["end_pass_ms"] = reconcile_pass_ms(redis, out)
-        figures.update(prefixed("end", run_workers(args.shards_run, model, out, env, work / "end", redis,
-                                                   until_done=True)))
+        figures["end_commit_overhead_ms"] = commit_overhead_ms(range(size - 2 * k, size - k), model, out, redis, env)
+        figures.update(prefixed("end", run_workers(k, model, out, env, work / "end", redis, until_done=True)))
     finally:
         redis.stop()
     return figures
@@ -153,22 +155,25 @@ def measure_before(size: int, args, model: Path, work: Path) -> dict:
 
 
 def timed_cli(args: list[str], env: dict, cwd: Path = REPO) -> dict:
-    """Wall time and peak RSS of one of our commands, as its own process (os.wait4 gives its rusage)."""
+    """Wall time and peak RSS of one of our commands, as its own process. The peak is its VmHWM,
+    polled (a child's rusage would count the pages of this process it was forked from)."""
     from harness.cluster import base_env
 
-    started = time.perf_counter()
     merged = base_env(env["QWEN3B_BROKER_URL"], env)
     if cwd != REPO:  # another checkout's code first on the path
         merged["PYTHONPATH"] = os.pathsep.join([str(cwd.resolve()), merged["PYTHONPATH"]])
-    process = subprocess.Popen([sys.executable, "-m", *args], env=merged, cwd=cwd, stdout=subprocess.PIPE,
+    started = time.perf_counter()
+    process = subprocess.Popen([sys.executable, "-m", *args], env=merged, cwd=cwd, stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(process.pid, 0)
+    peak = 0.0
+    while process.poll() is None:
+        peak = max(peak, proc_status_mib(process.pid, "VmHWM"))
+        time.sleep(0.02)
     wall = time.perf_counter() - started
     stderr = process.stderr.read().decode(errors="replace")
-    process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode not in (0, 1):
         raise RuntimeError(f"{' '.join(args)} exited {process.returncode}:\n{stderr[-3000:]}")
-    return {"wall_s": round(wall, 3), "rss_mib": round(usage.ru_maxrss / 1024, 1)}
+    return {"wall_s": round(wall, 3), "rss_mib": round(peak, 1)}
 
 
 def redis_memory(redis) -> int:
@@ -198,13 +203,12 @@ def run_workers(shards: int, model: Path, out: Path, env: dict, logdir: Path, re
             done = (OutputStore(out).load_success() is not None) if until_done else \
                 client.bitcount(keys.job_done(plan.job_id)) - done_before >= shards
             for name, pids in (("worker", worker.pids()[1:]), ("follower", [follower.pid])):
-                peak[name] = max([peak[name], *(rss_mib(pid) for pid in pids)])
+                peak[name] = max([peak[name], *(proc_status_mib(pid, "VmRSS") for pid in pids)])
             if done:
                 break
             time.sleep(0.5)
         else:
             raise TimeoutError(f"the worker did not get through {shards} shards:\n{worker.log()[-3000:]}")
-        log = worker.log()
     finally:
         worker.stop(timeout_s=10)
         follower.send_signal(signal.SIGINT)
@@ -213,34 +217,69 @@ def run_workers(shards: int, model: Path, out: Path, env: dict, logdir: Path, re
         except subprocess.TimeoutExpired:
             follower.kill()
     figures = {"worker_rss_mib": round(peak["worker"], 1), "follower_rss_mib": round(peak["follower"], 1)}
-    figures.update(commit_overhead(log, out))
     if until_done:
         figures["end_check_s"] = OutputStore(out).load_success().check_seconds
     return figures
 
 
-def rss_mib(pid: int) -> float:
+def proc_status_mib(pid: int, field: str) -> float:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
     return 0.0
 
 
-def commit_overhead(log: str, out: Path) -> dict:
-    """Median Celery task time and median run_shard time (the commit records' `seconds`) of the shards
-    this worker committed: the difference is what the control plane adds per shard."""
-    from harness.outputs import commit_records
+def commit_overhead_ms(ordinals, model: Path, out: Path, redis, env: dict) -> float:
+    """These shards delivered in this process as a worker delivers each message (the whole of
+    workers/runner.handle_message: admit, take, run, commit, announce, top up), each timed, and
+    run_shard within it timed too: the median of the differences is what the control plane adds to
+    a shard."""
+    from celery import Celery
 
-    tasks = [float(t) for t, status in TASK_LINE.findall(log) if status == "committed"]
-    ours = [r.seconds for r in commit_records(out).values() if r.worker == "scale-w0" and r.seconds >= 0]
-    if not tasks or not ours:
-        return {}
-    task_ms, shard_ms = 1000 * statistics.median(tasks), 1000 * statistics.median(ours)
-    return {"task_ms": round(task_ms, 2), "run_shard_ms": round(shard_ms, 2),
-            "commit_overhead_ms": round(task_ms - shard_ms, 2), "shards_measured": len(tasks)}
+    import workers.runner as runner
+    from common import dispatch
+    from common.dispatch import shard_message
+    from common.io.plans import load_plan
+    from common.io.store import OutputStore
+    from common.settings import load_settings
+    from workers.engines.base import EngineSpec
+    from workers.engines.registry import create_engine
+
+    store = OutputStore(out)
+    plan = load_plan(store)
+    os.environ["QWEN3B_SIM_BATCH_S"] = "0"
+    engine = create_engine(EngineSpec(model=str(model), backend="simulated", dtype="fp32"))
+    client = redis.client()
+    ctx = runner.WorkerContext(name="bench", engine=engine, settings=load_settings(env), redis=client,
+                               description={"queue": plan.queue}, output_root=env["QWEN3B_OUTPUT_ROOT"],
+                               input_roots=(env["QWEN3B_INPUT_ROOTS"],))
+    ctx.publisher = dispatch.Publisher(Celery(broker=redis.url), client)
+    inner, overheads = [], []
+    run_shard = runner.run_shard
+
+    def timed_run_shard(*a, **kw):
+        started = time.perf_counter()
+        try:
+            return run_shard(*a, **kw)
+        finally:
+            inner.append(time.perf_counter() - started)
+
+    runner.run_shard = timed_run_shard
+    try:
+        for ordinal in ordinals:
+            message = shard_message(plan, store.url, plan.shard_at(ordinal)).model_dump()
+            started = time.perf_counter()
+            outcome = runner.handle_message(ctx, message)
+            total = time.perf_counter() - started
+            if outcome != "committed":
+                raise RuntimeError(f"shard #{ordinal}: {outcome}")
+            overheads.append(total - inner[-1])
+    finally:
+        runner.run_shard = run_shard
+    return round(1000 * statistics.median(overheads), 3)
 
 
 def reconcile_pass_ms(redis, out: Path) -> float:

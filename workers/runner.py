@@ -7,7 +7,6 @@ shell around `handle_message`, and tests call this directly. Raising RetryShard 
 layer to deliver the message again.
 """
 
-import json
 import logging
 import os
 import socket

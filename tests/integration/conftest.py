@@ -1,6 +1,5 @@
 """Real Redis (a private redis-server per test), real worker processes, a tiny model."""
 
-import time
 from collections import Counter
 from pathlib import Path
 
