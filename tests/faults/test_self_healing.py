@@ -144,7 +144,7 @@ def test_resume_retry_quarantined_completes_the_output_and_exits_0(local_cluster
     assert_every_id_exactly_once(ids, tmp_path / "out")
 
 
-def test_an_input_rewritten_after_planning_is_refused_before_reading_and_reported(local_cluster, tiny_embed_model,
+def test_an_input_rewritten_after_planning_is_refused_and_nothing_of_it_is_committed(local_cluster, tiny_embed_model,
                                                                                  tmp_path):
     # Given a job planned over a file that is then rewritten with as many lines, other text and ids
     corpus = tmp_path / "c.jsonl"
