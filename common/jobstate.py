@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -25,7 +26,7 @@ from common.schemas import SuccessMarker
 
 log = logging.getLogger(__name__)
 
-READ_THREADS = 16  # concurrent record and file reads: a bucket answers each in tens of milliseconds
+ID_BATCH = 65_536  # ids gathered from the data files before they go to the duplicate finder
 SMALL_FILE_BYTES = 256 << 10  # the end-of-job check reads a data file's tail this long: a small file whole
 
 
@@ -156,7 +157,7 @@ def fold(store: OutputStore, plan: Plan, manifest: Manifest, events: Iterable[Ev
                 return record
         return store.load_quarantine(shard.shard_id)  # a commit announced but not there: lost, or not ours
 
-    with ThreadPoolExecutor(min(READ_THREADS, len(shards))) as pool:
+    with ThreadPoolExecutor(min(store.read_concurrency, len(shards))) as pool:
         records = list(pool.map(read, shards))
     before = (manifest.shards_committed, manifest.shards_quarantined, len(manifest.problems))
     for shard, record in zip(shards, records):
@@ -242,18 +243,30 @@ def check_output_ids(store: OutputStore, plan: Plan, manifest: Manifest,
     """(rows in the committed data files, ids seen twice), reading only their id columns, a few
     files at a time; memory stays bounded (the duplicate finder spills to disk)."""
     finder = DuplicateFinder(total_bytes=manifest.rows_out * 24)
-    rows = 0
+    rows, batch = 0, []
     try:
         committed = (s for s in plan.iter_shards() if manifest.committed[s.ordinal])
-        reads = bounded_map(lambda s: read_ids(store, store.data_key(s.shard_id)), committed, READ_THREADS)
+        reads = bounded_map(lambda s: read_ids(store, store.data_key(s.shard_id)), committed, store.read_concurrency)
         for index, ids in enumerate(reads):
-            finder.add_array(index, 0, ids)
+            batch.append((index, ids))
             rows += len(ids)
-            if index % 1000 == 999:
+            if sum(len(i) for _, i in batch) >= ID_BATCH or index % 1000 == 999:
+                add_ids(finder, batch)
+                batch = []
                 keep_alive()
+        add_ids(finder, batch)
         return rows, finder.finish()
     finally:
         finder.close()
+
+
+def add_ids(finder: DuplicateFinder, batch: list[tuple[int, pa.Array]]) -> None:
+    """Many files' id columns added at once: one call per file costs more than the work it does."""
+    if not batch:
+        return
+    indexes = np.concatenate([np.full(len(ids), index, np.int32) for index, ids in batch])
+    rows = np.concatenate([np.arange(len(ids)) for _, ids in batch])
+    finder.add_batch(indexes, rows, pa.chunked_array([ids for _, ids in batch]).combine_chunks())
 
 
 def bounded_map(fn, items: Iterable, threads: int) -> Iterator:

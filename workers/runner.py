@@ -12,6 +12,7 @@ import os
 import socket
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import pydantic
@@ -31,6 +32,8 @@ from workers.pipeline import run_shard
 
 log = logging.getLogger(__name__)
 
+PLANS_KEPT = 16  # jobs whose plans a worker keeps open (a job's plan is read again when it comes back)
+
 
 class RetryShard(Exception):
     """The shard failed this time and has attempts left."""
@@ -46,7 +49,7 @@ class WorkerContext:
     # Resolved once at start: a later chdir or a changed environment does not widen them.
     output_root: str = ""
     input_roots: tuple[str, ...] = ()
-    plans: dict = field(default_factory=dict)  # (output, job) -> (OutputStore, Plan), loaded once per job
+    plans: OrderedDict = field(default_factory=OrderedDict)  # (output, job) -> (OutputStore, Plan), the recent jobs
     reconciler: object = None  # common.reconcile.Reconciler, told about every job this worker runs
     publisher: object = None  # common.dispatch.Publisher: the window is topped up after each shard
     cancel_checked: dict = field(default_factory=dict)  # job -> (when, cancelled): the store's mark, read now and then
@@ -84,6 +87,9 @@ class WorkerContext:
                 raise RefusedMessage(f"{message.output} holds job {plan.job_id}, not {message.job_id}")
             store.check_commits_supported()
             self.plans[key] = (store, plan)
+            if len(self.plans) > PLANS_KEPT:
+                self.plans.popitem(last=False)
+        self.plans.move_to_end(key)
         store, plan = self.plans[key]
         try:
             shard = plan.shard_at(message.ordinal)

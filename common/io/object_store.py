@@ -33,6 +33,7 @@ READ_BLOCK_BYTES = 8 << 20  # read-ahead of a file opened for reading: one range
 
 
 class ObjectStore(OutputStore):
+    read_concurrency = 16  # each read waits tens of milliseconds on the network
     def __init__(self, url: str):
         self.url = normalize(str(url))
         _, self.base = fs_and_path(self.url)

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from common.errors import ConfigError
@@ -29,7 +30,7 @@ from common.schemas import InputFile, PlanHeader, ShardSpec
 TABLES = "_plan"
 SHARDS, INPUTS, DUPLICATES = "shards.parquet", "inputs.parquet", "duplicate_ids.parquet"
 GROUP_ROWS = 4096  # rows per row group of the shard and input tables: what one lookup reads
-CACHED_GROUPS = 8  # row groups a Plan keeps per table (a worker's shards come from a window near the cursor)
+CACHED_GROUPS = 4  # row groups a Plan keeps per table, as Arrow tables (a worker's shards come from near the cursor)
 
 SHARD_SCHEMA = pa.schema([("shard_id", pa.string()), ("file_index", pa.int32()), ("row_start", pa.int64()),
                           ("row_end", pa.int64()), ("byte_offset", pa.int64()), ("line_start", pa.int64()),
@@ -109,6 +110,11 @@ class PlanTables:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def row_of(group: pa.Table, i: int) -> dict:
+    """One row of a cached row group as Python values (the group stays columnar: a few hundred KB)."""
+    return {name: column[i].as_py() for name, column in zip(group.column_names, group.columns)}
+
+
 def keep_schema_text(types: dict[str, pa.DataType]) -> str:
     """The --keep-columns' types as the header stores them (an Arrow schema, base64)."""
     if not types:
@@ -177,9 +183,7 @@ class Plan:
         """The shard at `ordinal`; KeyError when the plan has none there."""
         if not 0 <= ordinal < self.shards_total:
             raise KeyError(f"shard #{ordinal} is not in the plan of job {self.job_id} ({self.shards_total} shards)")
-        group = self._group(SHARDS, ordinal // GROUP_ROWS)
-        i = ordinal % GROUP_ROWS
-        return ShardSpec(ordinal=ordinal, **{name: group[name][i] for name in SHARD_SCHEMA.names})
+        return ShardSpec(ordinal=ordinal, **row_of(self._group(SHARDS, ordinal // GROUP_ROWS), ordinal % GROUP_ROWS))
 
     def shard(self, shard_id: str) -> ShardSpec:
         """The shard named `shard_id` (ids sort in ordinal order: a search over the row groups)."""
@@ -195,33 +199,25 @@ class Plan:
         raise KeyError(f"shard {shard_id} is not in the plan of job {self.job_id}")
 
     def _shard_id(self, ordinal: int) -> str:
-        return self._group(SHARDS, ordinal // GROUP_ROWS)["shard_id"][ordinal % GROUP_ROWS]
-
-    def shard_rows(self, ordinal: int) -> int:
-        group = self._group(SHARDS, ordinal // GROUP_ROWS)
-        i = ordinal % GROUP_ROWS
-        return group["row_end"][i] - group["row_start"][i]
+        return self._group(SHARDS, ordinal // GROUP_ROWS).column("shard_id")[ordinal % GROUP_ROWS].as_py()
 
     def input(self, file_index: int) -> InputFile:
         if not 0 <= file_index < self.files_total:
             raise KeyError(f"input #{file_index} is not in the plan of job {self.job_id}")
-        group = self._group(INPUTS, file_index // GROUP_ROWS)
-        return InputFile(**{name: group[name][file_index % GROUP_ROWS] for name in INPUT_SCHEMA.names})
+        return InputFile(**row_of(self._group(INPUTS, file_index // GROUP_ROWS), file_index % GROUP_ROWS))
 
     def iter_shards(self, start: int = 0) -> Iterator[ShardSpec]:
         """Every shard from `start` on, a row group at a time (not cached: a streaming pass)."""
         for g in range(start // GROUP_ROWS, (self.shards_total + GROUP_ROWS - 1) // GROUP_ROWS):
-            group = self._read_group(SHARDS, g)
-            for i in range(len(group["shard_id"])):
+            for i, row in enumerate(self._read_group(SHARDS, g).to_pylist()):
                 ordinal = g * GROUP_ROWS + i
                 if ordinal >= start:
-                    yield ShardSpec(ordinal=ordinal, **{name: group[name][i] for name in SHARD_SCHEMA.names})
+                    yield ShardSpec(ordinal=ordinal, **row)
 
     def iter_inputs(self) -> Iterator[InputFile]:
         for g in range((self.files_total + GROUP_ROWS - 1) // GROUP_ROWS):
-            group = self._read_group(INPUTS, g)
-            for i in range(len(group["path"])):
-                yield InputFile(**{name: group[name][i] for name in INPUT_SCHEMA.names})
+            for row in self._read_group(INPUTS, g).to_pylist():
+                yield InputFile(**row)
 
     def duplicates_in(self, shard: ShardSpec) -> dict[int, str]:
         """{row index: reason} for the later occurrences of duplicate ids inside one shard: the row
@@ -239,10 +235,12 @@ class Plan:
                     stats[1].max < shard.row_start or stats[1].min >= shard.row_end):
                 continue
             group = self._group(DUPLICATES, g)
-            for f, r, i, ff, fr in zip(*(group[c] for c in ("file_index", "row", "id", "first_file_index",
-                                                           "first_row"))):
-                if f == shard.file_index and shard.row_start <= r < shard.row_end:
-                    found[r] = f"duplicate_id: {i!r} first seen in input file #{ff} row {fr}"
+            rows = group.column("row")
+            mask = pc.and_(pc.equal(group.column("file_index"), shard.file_index),
+                           pc.and_(pc.greater_equal(rows, shard.row_start), pc.less(rows, shard.row_end)))
+            for dup in group.filter(mask).to_pylist():
+                found[dup["row"]] = (f"duplicate_id: {dup['id']!r} first seen in input file #{dup['first_file_index']} "
+                                     f"row {dup['first_row']}")
         return found
 
     def keep_column_types(self) -> dict[str, pa.DataType]:
@@ -253,7 +251,7 @@ class Plan:
         return {field.name: field.type for field in schema}
 
     # --- row groups -----------------------------------------------------------------------------------
-    def _group(self, table: str, index: int) -> dict[str, list]:
+    def _group(self, table: str, index: int) -> pa.Table:
         cache = self._groups[table]
         if index in cache:
             cache.move_to_end(index)
@@ -263,10 +261,9 @@ class Plan:
             cache.popitem(last=False)
         return group
 
-    def _read_group(self, table: str, index: int) -> dict[str, list]:
+    def _read_group(self, table: str, index: int) -> pa.Table:
         with self._open(table) as f:
-            read = pq.ParquetFile(f, metadata=self._metadata(table)).read_row_group(index)
-        return read.to_pydict()
+            return pq.ParquetFile(f, metadata=self._metadata(table)).read_row_group(index)
 
     def _metadata(self, table: str) -> pq.FileMetaData:
         """A table's footer, read once per plan: every row group read after it is one ranged read."""

@@ -61,6 +61,7 @@ class Attempt:
 
 class OutputStore(ABC):
     url: str  # the output as messages and records name it: an absolute path, or s3://bucket/prefix
+    read_concurrency: int = 4  # reads worth running at once (a bucket's are latency, a disk's CPU)
 
     def __new__(cls, url=None, *args, **kwargs):
         if cls is OutputStore:  # OutputStore(url): the backend for the URL
