@@ -39,13 +39,16 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-FLAT_GOAL = 1.5  # the largest size's figure over the smallest's, for the figures that must be flat
+FLAT_GOAL = 1.5  # the figure at 1e5 shards over the figure at 1e3, for the figures that must be flat
+FLAT_UP_TO = 100_000  # the goal's sizes; larger ones are printed, and fitted, beside it
 LINEAR_OK = ("submit_s", "end_check_s")  # these may grow with the job
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(prog="python scripts/bench_scale.py", description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="1000,10000,100000", help="shards per job, comma-separated")
+    ap.add_argument("--plan-only-sizes", default="",
+                    help="larger sizes measured for submit, status and Redis only (no workers): 500000")
     ap.add_argument("--rows-per-shard", type=int, default=10)
     ap.add_argument("--shards-run", type=int, default=200, help="shards the worker runs at the start and at the end")
     ap.add_argument("--s3", action="store_true", help="also count S3 requests of submit and status (moto)")
@@ -61,11 +64,12 @@ def main(argv=None) -> None:
     model = ensure_random_model(REPO / ".cache" / "models", "embed", "tiny")
     work = args.work or Path(tempfile.mkdtemp(prefix="q3b-scale-"))
     sizes = [int(s) for s in args.sizes.split(",")]
+    plan_only = [int(s) for s in args.plan_only_sizes.split(",") if s]
     results = []
-    for size in sizes:
+    for size in sizes + plan_only:
         print(f"--- {size:,} shards ({size * args.rows_per_shard:,} rows)", flush=True)
-        figures = measure(size, args, model, work / f"n{size}")
-        if args.before:
+        figures = measure(size, args, model, work / f"n{size}", workers=size not in plan_only)
+        if args.before and size not in plan_only:
             figures.update(measure_before(size, args, model, work / f"before-{size}"))
         if args.s3:
             figures.update(measure_s3(size, args, model, work / f"s3-{size}"))
@@ -86,7 +90,7 @@ def main(argv=None) -> None:
 
 
 # --- one size ----------------------------------------------------------------------------------------------
-def measure(size: int, args, model: Path, work: Path) -> dict:
+def measure(size: int, args, model: Path, work: Path, workers: bool = True) -> dict:
     from harness.cluster import RedisServer
 
     work.mkdir(parents=True, exist_ok=True)
@@ -106,6 +110,8 @@ def measure(size: int, args, model: Path, work: Path) -> dict:
         run = timed_cli(["producer", "status", str(out), "--json"], env)
         figures.update(status_s=run["wall_s"], status_rss_mib=run["rss_mib"])
         figures["start_pass_ms"] = reconcile_pass_ms(redis, out)
+        if not workers:
+            return figures
         figures["start_commit_overhead_ms"] = commit_overhead_ms(range(0, k), model, out, redis, env)
         figures.update(prefixed("start", run_workers(k, model, out, env, work / "start", redis)))
         prefill(out, redis, size - 2 * k, work)
@@ -438,10 +444,11 @@ def measure_s3_job(model: Path, work: Path, shards: int = 400, workers: int = 2)
 
 # --- the report -------------------------------------------------------------------------------------------------
 def fit_growth(results: list[dict]) -> dict:
-    """Per figure: largest size's value over the smallest's, and the least-squares exponent b of
-    value ~ shards^b over every size measured."""
+    """Per figure: its value at the largest size up to FLAT_UP_TO over the smallest's, and the
+    least-squares exponent b of value ~ shards^b over every size measured."""
     growth = {}
-    names = [k for k, v in results[0].items() if isinstance(v, (int, float)) and k not in ("shards", "rows")]
+    names = list(dict.fromkeys(k for r in results for k, v in r.items()
+                               if isinstance(v, (int, float)) and k not in ("shards", "rows")))
     for name in names:
         points = [(r["shards"], r.get(name)) for r in results if isinstance(r.get(name), (int, float)) and r[name] > 0]
         if len(points) < 2:
@@ -449,7 +456,8 @@ def fit_growth(results: list[dict]) -> dict:
         xs, ys = [math.log(p[0]) for p in points], [math.log(p[1]) for p in points]
         mx, my = statistics.mean(xs), statistics.mean(ys)
         slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
-        ratio = points[-1][1] / points[0][1]
+        within = [p for p in points if p[0] <= FLAT_UP_TO] or points
+        ratio = within[-1][1] / within[0][1]
         growth[name] = {"ratio": round(ratio, 3), "exponent": round(slope, 3),
                         "flat": ratio <= FLAT_GOAL, "may_grow": name in LINEAR_OK}
     return growth

@@ -203,10 +203,9 @@ def string_hash(keys: pa.Array) -> np.ndarray:
     last = len(data) - 1
     with np.errstate(over="ignore"):
         h *= _FNV_PRIME
-        positions = [starts + (lengths * k) // _SAMPLES for k in range(_SAMPLES)]
-        positions += [starts + np.maximum(lengths - 1 - k, 0) for k in range(8)]
-        for pos in positions:
-            h ^= data[np.minimum(pos, last)].astype(np.uint64)
+        for k in range(_SAMPLES + 8):  # one position array at a time: a batch's temporaries stay small
+            offset = (lengths * k) // _SAMPLES if k < _SAMPLES else np.maximum(lengths - 1 - (k - _SAMPLES), 0)
+            h ^= data[np.minimum(starts + offset, last)].astype(np.uint64)
             h *= _FNV_PRIME
     return h
 
