@@ -13,7 +13,7 @@ from common.io.plans import Plan
 from common.io.store import OutputStore
 from common.jobstate import Event, JobState, read_state
 from common.paths import is_within
-from common.reconcile import fold_log, reconcile_job, recent_events
+from common.reconcile import fold_log, recent_events, reconcile_job
 from common.settings import Settings
 
 

@@ -70,11 +70,11 @@ import pyarrow.dataset as ds
 import redis
 
 from common import heartbeats, keys
-from common.io.store import OutputStore
 from common.io.plans import load_plan
-from harness.outputs import commit_records, read_records
+from common.io.store import OutputStore
 from common.provenance import confirm, provenance
 from harness import cluster
+from harness.outputs import commit_records, read_records
 from workers.bench.stats import percentile
 from workers.models.random_init import ensure_random_model
 

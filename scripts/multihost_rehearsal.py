@@ -37,11 +37,10 @@ from pathlib import Path
 import pyarrow.dataset as ds
 
 from common.faults import Barrier
-from common.io.store import OutputStore
 from common.io.plans import load_plan
+from common.io.store import OutputStore
+from harness import cluster, compose, corpora
 from harness.outputs import commit_records, read_records
-from harness import corpora
-from harness import cluster, compose
 from workers.models.random_init import ensure_random_model
 
 REPO = Path(__file__).resolve().parents[1]

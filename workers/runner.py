@@ -123,10 +123,13 @@ def handle_message(ctx: WorkerContext, body: dict) -> str:
     except (pydantic.ValidationError, RefusedMessage) as exc:
         refuse(ctx, body, exc)
         return "refused"
+    outcome = "failed"
     try:
-        return deliver(ctx, store, plan, shard)
+        outcome = deliver(ctx, store, plan, shard)
+        return outcome
     finally:
-        top_up(ctx, store, plan)
+        if outcome != "cancelled":  # a cancelled job's leftover messages are drained, never replaced
+            top_up(ctx, store, plan)
 
 
 def refuse(ctx: WorkerContext, body, exc: Exception) -> None:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from common.errors import RefusedMessage, StoreUnsupportedError
 from common.io.store import PLAN, TMP, Attempt, OutputStore, OutsideOutputError, new_attempt_id
-from common.schemas import SHARD_ID, CommitRecord
 from common.paths import is_within
+from common.schemas import SHARD_ID, CommitRecord
 
 # errnos of a filesystem that has no hard links at all (as opposed to a link that lost a race)
 NO_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EMLINK, errno.EXDEV, errno.EACCES}

@@ -12,10 +12,10 @@ from kombu import Connection, Exchange, Producer
 
 from common.io.plans import load_plan
 from common.io.store import OutputStore
+from harness import cluster
 from harness.outputs import commit_records, read_records
 from tests.faults.conftest import QUICK_HEALING, SIM, faults, start, submit, wait_for
 from tests.integration.conftest import Cluster, assert_every_id_exactly_once, wait_until_finished, write_corpus
-from harness import cluster
 
 pytestmark = pytest.mark.slow
 

@@ -12,10 +12,10 @@ import time
 
 import pytest
 
+from common.dispatch import shard_message
 from common.io.plans import load_plan
 from common.io.store import OutputStore
 from harness.outputs import read_records
-from common.dispatch import shard_message
 from tests.faults.conftest import faults, send_through_plain_celery, start, submit, wait_for
 from tests.integration.conftest import assert_every_id_exactly_once, wait_until_finished, write_corpus
 from workers.pipeline import FAULT_POINTS

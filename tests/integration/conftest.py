@@ -6,9 +6,8 @@ from pathlib import Path
 import pyarrow.dataset as ds
 import pytest
 
-from harness import corpora
+from harness import cluster, corpora
 from harness.outputs import wait_until_finished  # noqa: F401  (the tests import it from here)
-from harness import cluster
 
 # Quick retries, and a 1 s soft shutdown so that stopping an idle worker at teardown takes about
 # a second, not the 10 s default (the SIGTERM test sets its own).

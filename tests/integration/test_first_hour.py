@@ -14,14 +14,13 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from harness.outputs import commit_records
-
 from common import keys
 from common.io.plans import load_plan
 from common.io.store import OutputStore
+from harness import cluster
+from harness.outputs import commit_records
 from tests.faults.conftest import faults, wait_for
 from tests.integration.conftest import assert_every_id_exactly_once, wait_until_finished, write_corpus
-from harness import cluster
 
 pytestmark = pytest.mark.slow
 

@@ -10,9 +10,9 @@ import pytest
 from common import dispatch, keys
 from common.io.plans import load_plan
 from common.io.store import OutputStore
-from harness.outputs import read_records
 from common.reconcile import Reconciler
 from common.schemas import JobSpec, ModelRef
+from harness.outputs import read_records
 from producer.plan import plan_job
 from tests.integration.conftest import assert_every_id_exactly_once, wait_until_finished, write_corpus
 

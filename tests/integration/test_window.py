@@ -134,3 +134,27 @@ def test_the_redis_memory_of_a_queued_job_does_not_grow_with_its_shards(redis_se
     # Then what Redis holds for it (its messages, its records) is one window's worth either way
     held = {k.decode(): client.memory_usage(k) for k in client.keys("*")}
     assert sum(held.values()) < 80_000, held
+
+
+def test_a_cancelled_jobs_leftover_messages_are_drained_and_never_replaced(redis_server, tmp_path, tiny_embed_model):
+    # Given a job of 100 shards with its window queued, then cancelled
+    from common.dispatch import shard_message
+    from common.settings import load_settings
+    from workers.engines.base import EngineSpec
+    from workers.engines.registry import create_engine
+    from workers.runner import WorkerContext, handle_message
+
+    store, plan = plan_rows(tmp_path, 100)
+    client, publisher = redis_server.client(), publisher_for(redis_server)
+    reconcile_job(client, publisher, store, plan, grace_s=0)
+    broker.cancel(client, store, plan)
+    engine = create_engine(EngineSpec(model=str(tiny_embed_model), backend="simulated", dtype="fp32"))
+    ctx = WorkerContext(name="w", engine=engine, settings=load_settings({"QWEN3B_BROKER_URL": redis_server.url}),
+                        redis=client, description={}, output_root=str(tmp_path), input_roots=(str(tmp_path),))
+    ctx.publisher = publisher
+    # When a worker takes its queued messages
+    outcomes = {handle_message(ctx, shard_message(plan, store.url, plan.shard_at(o)).model_dump()) for o in range(20)}
+    # Then each is skipped, and nothing new is published in their place
+    assert outcomes == {"cancelled"}
+    assert int(client.get(keys.job_cursor(plan.job_id))) == defaults.WINDOW_MIN
+    assert client.hlen(keys.job_queued(plan.job_id)) == defaults.WINDOW_MIN - 20

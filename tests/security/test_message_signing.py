@@ -17,17 +17,17 @@ from kombu.serialization import dumps, loads, registry
 from common import keys
 from common.celery_app import make_app, make_queue
 from common.cluster_settings import differences, shared_settings
+from common.dispatch import shard_message
 from common.errors import ConfigError
 from common.io.store import OutputStore
 from common.model_identity import model_ref
-from common.dispatch import shard_message
 from common.schemas import JobSpec
 from common.settings import Settings, load_settings
+from harness import cluster
 from harness.outputs import commit_records
 from producer.plan import plan_job
 from tests.faults.conftest import SIM, committed_by, send_through_plain_celery, submit, wait_for
 from tests.integration.conftest import assert_every_id_exactly_once, write_corpus
-from harness import cluster
 
 pytestmark = pytest.mark.slow
 

@@ -12,10 +12,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from common.dispatch import shard_message
 from common.io import fs
 from common.io.plans import load_plan
 from common.io.store import OutputStore
-from common.dispatch import shard_message
 from harness.s3 import IgnoresConditionalWrites, S3Proxy
 from tests.faults.conftest import SIM, faults, send_through_plain_celery, wait_for
 from tests.integration.conftest import write_corpus
