@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 MODELS ?= .cache/models
 DEMO_ROWS ?= 2000
 
-.PHONY: setup lock redis demo test bench-engine bench-perf bench-stores perf-docs rehearsal clean
+.PHONY: setup lock redis demo test bench-engine bench-perf bench-stores bench-scale perf-docs rehearsal clean
 
 # The versions the tests passed with: requirements.lock pins every package (all extras) with its hash
 # (bash scripts/lock.sh regenerates it); torch comes from TORCH_SPEC, the build that suits the host.
@@ -64,6 +64,11 @@ bench-perf: setup
 	$(PY) -m workers build-model --task embed --shape 0.6b --out $(MODELS)
 	$(PY) -m workers bench --model $(MODELS)/qwen3-embed-0.6b-random-s1234 --dtype bf16 \
 	  --sweep-batch 1,4 --sweep-seqlen 128,512 --iterations 3 --warmup 1 --out bench-results/perf-cpu-embed-bf16.json
+
+# What the control plane costs at 1e3, 1e4 and 1e5 shards, and a 5e5-shard plan (simulated engine, private
+# redis-servers, S3 requests counted on a local S3 server): bench-results/scale-cpu.json, docs/scale.md.
+bench-scale: setup redis
+	$(PY) scripts/bench_scale.py --sizes 1000,10000,100000 --plan-only-sizes 500000 --s3
 
 # docs/performance.md, from the JSON files in bench-results/ (a test fails when it is out of date)
 perf-docs: setup

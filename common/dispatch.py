@@ -48,11 +48,15 @@ def list_jobs(client: redis.Redis) -> dict[str, str]:
 
 def forget_job(client: redis.Redis, job_id: str) -> None:
     """A finished job: the reconciler stops watching it and its delivery records go (the index
-    stays, and the done bits for a day, so that a late duplicate message is skipped cheaply)."""
+    stays, and the done bits for a day, so that a late duplicate message is skipped cheaply). The
+    log is left to the folds that trim it: an entry pushed a moment ago (a late commit) must reach
+    the next one."""
+    kept = (keys.job_done(job_id), keys.job_log(job_id))
     with client.pipeline(transaction=True) as pipe:
         pipe.srem(keys.active_jobs(), job_id)
-        pipe.delete(*[k for k in keys.job_keys(job_id) if k != keys.job_done(job_id)])
-        pipe.expire(keys.job_done(job_id), FINISHED_JOB_DONE_TTL_S)
+        pipe.delete(*[k for k in keys.job_keys(job_id) if k not in kept])
+        for key in kept:
+            pipe.expire(key, FINISHED_JOB_DONE_TTL_S)
         pipe.execute()
 
 

@@ -188,7 +188,10 @@ def reconcile_job(client: redis.Redis, publisher: dispatch.Publisher, store: Out
 def finish(client: redis.Redis, store: OutputStore, plan: Plan, manifest: Manifest, lease: Lock | None) -> bool:
     """A job whose every shard is committed or quarantined: check it and write its marker (the
     check reads each data file's ids once, so its failure is recorded in the manifest, not
-    repeated every pass), then stop watching it. True when the job is done."""
+    repeated every pass), then stop watching it, unless something was announced since this pass
+    folded (a late commit after a quarantine, racing this pass): the next pass folds that in and
+    writes the marker anew. True when the job is done."""
+    started = time.time()
     try:
         marker = finalize(store, plan, manifest, keep_alive=lease.reacquire if lease is not None else lambda: None)
     except JobCheckError as exc:
@@ -198,9 +201,12 @@ def finish(client: redis.Redis, store: OutputStore, plan: Plan, manifest: Manife
             manifest.problems.append(str(exc))
             save_manifest(store, manifest)
         return False
+    if marker.finished_at >= started:
+        log.info("job %s %s: %d shards checked and the success marker written in %.2f s", plan.job_id,
+                 marker.status, plan.shards_total, marker.check_seconds)
+    if client.llen(keys.job_log(plan.job_id)):
+        return False
     dispatch.forget_job(client, plan.job_id)
-    log.info("job %s %s: %d shards checked and the success marker written in %.2f s", plan.job_id, marker.status,
-             plan.shards_total, marker.check_seconds)
     return True
 
 
@@ -220,6 +226,7 @@ class Reconciler:
         self.manifests: dict[str, Manifest] = {}  # the newest manifest this process read, per job
         self.registry: dict = {}  # the registry records this process read (they never change)
         self.wake = threading.Event()
+        self.poked: dict[str, str] = {}  # job -> output: pass over these at the next run, whatever else says
 
     def remember(self, job_id: str, output: str) -> None:
         """A job this worker took a message of: watched from now on, whatever Redis forgets."""
@@ -233,8 +240,11 @@ class Reconciler:
         self.registry.pop(f"{job_id}.json", None)
         job_registry.forget(self.root, job_id)
 
-    def poke(self) -> None:
-        """Run a pass now (a job's last shard was just committed here)."""
+    def poke(self, job_id: str, output: str) -> None:
+        """Run a pass over this job now (its last shard was just committed here). Its next run
+        watches the job even if a pass that ran meanwhile finished and forgot it: a late commit
+        announced during that pass is folded by the next."""
+        self.poked[job_id] = output
         self.wake.set()
 
     def accepts(self, output: str) -> bool:
@@ -280,6 +290,8 @@ class Reconciler:
 
     def run_once(self) -> list[Outcome]:
         outcomes = []
+        while self.poked:
+            self.remember(*self.poked.popitem())
         for job_id, output in sorted(self.watched().items()):
             try:
                 store, plan = self.store_for(output)

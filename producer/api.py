@@ -139,7 +139,7 @@ class Job:
             rows_rejected=state.rows_rejected, tokens=state.tokens, shards_total=self.plan.shards_total,
             shards_committed=state.shards_committed, shards_quarantined=state.shards_quarantined,
             shards_pending=self.plan.shards_total - state.shards_done, quarantined=reasons,
-            changed_inputs=sorted({r.removeprefix("input_changed: ").split(" differ", 1)[0].split(" is not", 1)[0]
+            changed_inputs=sorted({r.removeprefix("input_changed: ").split("; ", 1)[0]
                                    for r in reasons.values() if r.startswith("input_changed:")}),
             refusals=refusals, problems=list(manifest.problems))
 

@@ -235,8 +235,7 @@ def announce(ctx: WorkerContext, store: OutputStore, plan: Plan, shard: ShardSpe
     except redis.RedisError:
         return  # the shard is delivered again (or found below the cursor) and announced then
     if done >= plan.shards_total and ctx.reconciler is not None:
-        ctx.reconciler.remember(plan.job_id, store.url)
-        ctx.reconciler.poke()
+        ctx.reconciler.poke(plan.job_id, store.url)
 
 
 def top_up(ctx: WorkerContext, store: OutputStore, plan: Plan) -> None:

@@ -342,21 +342,6 @@ class InputChangedError(InputError, PermanentShardError):
     """An input file's bytes differ from what the plan recorded: its shards cannot be run."""
 
 
-def check_input(info: InputFile) -> None:
-    """Raise InputChangedError unless the input's size and the hash of its head and tail bytes are
-    those planned: `resume` uses it to say which inputs changed. A shard checks only what it reads
-    (`read_rows`), as it reads it."""
-    path = info.path
-    try:
-        size = fs.size(path)
-    except OSError as exc:
-        raise InputChangedError(f"input_changed: {path} cannot be read any more ({exc})") from exc
-    if size != info.size or sample_sha256(path, size) != info.sample_sha256:
-        raise InputChangedError(
-            f"input_changed: {path} is not the file that was planned (size {info.size:,} -> {size:,} bytes, or its "
-            "sampled content differs). Restore it, or submit the new file to another --out")
-
-
 def _changed(path: str, what: str) -> InputChangedError:
     return InputChangedError(f"input_changed: {path} {what} differ from the plan; the file was rewritten after the "
                              "job was submitted. Restore it, or submit the new file to another --out")
@@ -387,31 +372,6 @@ def _read_range(path: str, start: int, end: int) -> bytes:
     with open(path, "rb") as f:
         f.seek(start)
         return f.read(end - start)
-
-
-def changed_inputs(inputs) -> list[str]:
-    """A line per input file that differs from the plan (size or sampled content), for `resume`."""
-    changed = []
-    for info in inputs:
-        try:
-            check_input(info)
-        except InputChangedError as exc:
-            changed.append(str(exc).removeprefix("input_changed: "))
-    return changed
-
-
-def range_sha256(path: str, start: int, end: int) -> str:
-    h = hashlib.sha256()
-    with fs.open_url(path, "rb") as f:
-        f.seek(start)
-        left = end - start
-        while left > 0:
-            block = f.read(min(left, 1 << 20))
-            if not block:
-                break
-            h.update(block)
-            left -= len(block)
-    return h.hexdigest()
 
 
 # --- reading a shard ----------------------------------------------------------------------------
