@@ -158,3 +158,22 @@ def test_a_cancelled_jobs_leftover_messages_are_drained_and_never_replaced(redis
     assert outcomes == {"cancelled"}
     assert int(client.get(keys.job_cursor(plan.job_id))) == defaults.WINDOW_MIN
     assert client.hlen(keys.job_queued(plan.job_id)) == defaults.WINDOW_MIN - 20
+
+
+def test_a_done_bit_forged_in_redis_cannot_make_a_shard_skipped_for_good(redis_server, tmp_path):
+    # Given a job whose next shard's done bit is set in Redis by someone (no record in the store)
+    store, plan = plan_rows(tmp_path, 40)
+    client, publisher = redis_server.client(), publisher_for(redis_server)
+    reconcile_job(client, publisher, store, plan, grace_s=0)  # shards 0..31 queued
+    client.setbit(keys.job_done(plan.job_id), 35, 1)
+    commit_directly(store, plan, range(32))  # the workers commit the window
+    for ordinal in range(32):
+        dispatch.take(client, plan.job_id, plan.shard_at(ordinal), "w1")
+        dispatch.announce(client, plan.job_id, plan.shard_at(ordinal), "c", 1, 1, 0, 1)
+    window.top_up(client, publisher, plan, store.url, target=32)  # it skips the forged shard
+    queued = sorted(int(v.split()[1]) for v in client.hvals(keys.job_queued(plan.job_id)))
+    assert 35 not in queued and int(client.get(keys.job_cursor(plan.job_id))) == 40
+    # When a reconciler passes
+    outcome = reconcile_job(client, publisher, store, plan, grace_s=10)
+    # Then the forged shard is published again: the store, not Redis, says what is done
+    assert outcome.republished == [35]
