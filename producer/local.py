@@ -96,7 +96,3 @@ class LocalRun:
         self.unfolded, self.folded_at = [], time.monotonic()
         self.state = JobState(self.plan, manifest, self.store.is_cancelled(), None)
 
-
-def run_local(store: OutputStore, plan: Plan, device: str = defaults.DEFAULT_DEVICE,
-              max_attempts: int = defaults.DEFAULT_MAX_ATTEMPTS, engine=None) -> JobState:
-    return LocalRun(store, plan, device, max_attempts, engine).run()

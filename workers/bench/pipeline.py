@@ -679,7 +679,7 @@ def phase_c(args, work: Path) -> dict:
             server.stop()
             corpus.unlink(missing_ok=True)
             shutil.rmtree(out, ignore_errors=True)
-        record = {"rows": rows, "shards": len(plan["shards"]), "messages_queued": queued,
+        record = {"rows": rows, "shards": plan["shards_total"], "messages_queued": queued,
                   "submit_s": run["wall_s"], "planning_s": planning_seconds(work / f"mem-{rows}.log"),
                   "producer_peak_rss_mib": run["peak_rss_mib"], "producer_polled_vmhwm_mib": run["polled_vmhwm_mib"],
                   "producer_cpu_s": run["cpu_s"],
