@@ -29,7 +29,7 @@ class DuplicateFinder:
     """
 
     FLUSH_IDS = 262_144  # ids buffered before they go to disk
-    MAX_IDS_AT_ONCE = 500_000  # ids of one partition checked in memory at once (tens of MB)
+    MAX_IDS_AT_ONCE = 200_000  # ids of one partition checked in memory at once (tens of MB)
     BYTES_PER_PARTITION = 16 << 20  # of input; a partition then holds a few hundred thousand ids
     MAX_PARTITIONS = 256  # open spill files at once
 
