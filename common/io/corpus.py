@@ -246,32 +246,34 @@ def _scan_parquet(path: str, file_index: int, columns: tuple[str, ...], id_colum
         for batch in pf.iter_batches(batch_size=defaults.READ_BATCH_ROWS * 8, columns=[id_column]):
             ids.add_array(file_index, done, batch.column(0))  # as Arrow arrays: no Python object per id
             done += batch.num_rows
-    ranges = row_group_ranges([pf.metadata.row_group(g).num_rows for g in range(pf.metadata.num_row_groups)],
-                              shard_rows)
-    for start, end in ranges:
+    count = 0
+    for start, end in row_group_ranges([pf.metadata.row_group(g).num_rows for g in range(pf.metadata.num_row_groups)],
+                                       shard_rows):
         on_shard(ShardSpec(shard_id=shard_id(file_index, start), file_index=file_index, row_start=start, row_end=end))
-    return rows, len(ranges)
+        count += 1
+    return rows, count
 
 
-def row_group_ranges(group_rows: list[int], shard_rows: int) -> list[tuple[int, int]]:
+def row_group_ranges(group_rows: list[int], shard_rows: int) -> Iterator[tuple[int, int]]:
     """Shard row ranges aligned to a Parquet file's row groups: whole groups gathered up to
     `shard_rows`, a larger group cut into pieces of `shard_rows`. No shard then reads a group it
-    uses only the edge of (a 10-row shard straddling two 1M-row groups read both)."""
-    ranges, start, first = [], 0, 0
+    uses only the edge of (a 10-row shard straddling two 1M-row groups read both). A generator: a
+    file of 1e6 shards is never a list of them."""
+    start, first = 0, 0
     for n in group_rows:
         end_of_group = first + n
         if n > shard_rows:  # close what is gathered, then cut this group
             if start < first:
-                ranges.append((start, first))
-            ranges += [(s, min(s + shard_rows, end_of_group)) for s in range(first, end_of_group, shard_rows)]
+                yield start, first
+            for s in range(first, end_of_group, shard_rows):
+                yield s, min(s + shard_rows, end_of_group)
             start = end_of_group
         elif end_of_group - start > shard_rows:
-            ranges.append((start, first))
+            yield start, first
             start = first
         first = end_of_group
     if start < first:
-        ranges.append((start, first))
-    return ranges
+        yield start, first
 
 
 def open_parquet(path: str) -> pq.ParquetFile:

@@ -89,3 +89,15 @@ def test_job_names_that_could_escape_or_confuse_are_refused_before_any_scan(tmp_
     with pytest.raises(ConfigError, match="--name"):
         plan_job(str(tmp_path / "missing.jsonl"), JobSpec(model=MODEL), OutputStore(tmp_path / "out"), name=name)
     assert not (tmp_path / "out").exists()
+
+
+def test_an_output_planned_by_the_earlier_version_is_refused_with_what_to_do(tmp_path):
+    # Given an output whose _plan.json holds every shard (the earlier plan format)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "_plan.json").write_text(json.dumps({"job_id": "job-1", "shards": [{"shard_id": "00000-000000000000"}]}))
+    # Then reading it says what happened and what to do, instead of a validation error
+    from common.io.plans import OldPlanError, load_plan
+
+    with pytest.raises(OldPlanError, match="earlier version of qwen3-batch .* submit it again to a new --out"):
+        load_plan(OutputStore(out))
