@@ -57,7 +57,7 @@ def main(argv=None) -> None:
     ap.add_argument("--work", type=Path, default=None, help="where corpora and outputs go (default: a temp folder)")
     ap.add_argument("--out", type=Path, default=REPO / "bench-results" / "scale-cpu.json")
     args = ap.parse_args(argv)
-    from common.provenance import confirm, provenance
+    from common.provenance import confirm, git_revision, provenance
     from workers.models.random_init import ensure_random_model
 
     origin = provenance("python scripts/bench_scale.py")
@@ -79,6 +79,8 @@ def main(argv=None) -> None:
     report = {"what": "control-plane cost against the number of shards (simulated engine)",
               "rows_per_shard": args.rows_per_shard, "shards_run": args.shards_run, "sizes": results,
               "growth": growth, "flat_goal": FLAT_GOAL, "linear_ok": list(LINEAR_OK)}
+    if args.before:
+        report["before_revision"] = git_revision(args.before)[0]
     if args.s3:
         report["s3_job"] = measure_s3_job(model, work / "s3-job")
         print(json.dumps(report["s3_job"], indent=1), flush=True)

@@ -413,7 +413,7 @@ def scale(path: Path, d: dict) -> str:
         g = d["growth"].get(name)
         verdict = ("may grow" if g["may_grow"] else "flat" if g["flat"] else "**grows**") if g else ""
         if name.startswith("before_"):
-            verdict = "(the code before)"
+            verdict = f"(revision `{d['before_revision']}`)" if d.get("before_revision") else "(the code before)"
         cells = [f"{r[name]:,.3g}" if isinstance(r.get(name), (int, float)) else "-" for r in sizes]
         rows.append([text, *cells, f"{g['ratio']:.2f}x, b={g['exponent']:.2f}" if g else "", verdict])
     header = ["figure", *[f"{r['shards']:,} shards" for r in sizes], "growth, size^b", "verdict"]
