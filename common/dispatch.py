@@ -26,6 +26,7 @@ from common import faults, keys
 from common.broker import BrokerUnreachableError, redact_url
 from common.celery_app import PUBLISH_RETRY_POLICY, make_queue
 from common.io.plans import Plan
+from common.jobstate import Event
 from common.schemas import ShardMessage, ShardSpec
 
 FINISHED_JOB_DONE_TTL_S = 24 * 3600  # a finished job's done bits stay this long: late duplicates are skipped cheaply
@@ -145,9 +146,9 @@ def announce(client: redis.Redis, job_id: str, shard: ShardSpec, kind: str, rows
     """A shard is committed ("c") or quarantined ("q"): logged for the next fold, its done bit set,
     its records dropped, in one step; followers are told on the job's channel. Returns how many
     shards have their done bit set (the job may be finished when that is all of them)."""
-    event = f"{kind} {shard.ordinal} {rows_in} {rows_out} {rows_rejected} {tokens}"
+    event = Event(kind, shard.ordinal, rows_in, rows_out, rows_rejected, tokens)
     with client.pipeline(transaction=True) as pipe:
-        pipe.rpush(keys.job_log(job_id), event)
+        pipe.rpush(keys.job_log(job_id), event.encode())
         pipe.setbit(keys.job_done(job_id), shard.ordinal, 1)
         pipe.hdel(keys.job_running(job_id), shard.shard_id)
         pipe.hdel(keys.job_attempts(job_id), shard.shard_id)
