@@ -125,6 +125,10 @@ class JobState:
         return "running" if self.shards_done else "queued"
 
     def done(self, ordinal: int) -> bool:
+        """Whether the shard at `ordinal` is done; False for an ordinal the plan has not got (a
+        heartbeat's, which anyone who can write to Redis can write)."""
+        if not 0 <= ordinal < self.plan.shards_total:
+            return False
         return self.manifest.done(ordinal) or any(e.ordinal == ordinal for e in self.fresh_commits)
 
 
