@@ -134,7 +134,8 @@ class JobState:
 
 def read_state(store: OutputStore, plan: Plan, recent: Iterable[Event] = (), known: Manifest | None = None) -> JobState:
     manifest = load_manifest(store, plan.shards_total, known)
-    return JobState(plan, manifest, store.is_cancelled(), store.load_success(), list(recent))
+    success = store.load_success() if manifest.finished else None  # it describes a finished manifest only
+    return JobState(plan, manifest, store.is_cancelled(), success, list(recent))
 
 
 # --- folding ---------------------------------------------------------------------------------------------
