@@ -11,6 +11,7 @@ from common.compile_status import write_status
 from common.errors import RefusedMessage
 from common.schemas import CompileRequest
 from workers.bootstrap import boot_compile_worker
+from workers.celery_request import SettingsOnlyRequest, drop_workflow
 from workers.compile.job import admit, run_delivery
 from workers.runner import WorkerContext
 from workers.spec import WorkerSpec
@@ -20,7 +21,7 @@ _context: WorkerContext | None = None
 
 
 def register_compile_task(app: Celery, pool: str) -> None:
-    app.task(name=keys.TASK_COMPILE, bind=True, acks_late=True)(run_compile_task)
+    app.task(name=keys.TASK_COMPILE, bind=True, acks_late=True, Request=SettingsOnlyRequest)(run_compile_task)
     (signals.worker_process_init if pool == "prefork" else signals.worker_init).connect(boot, weak=False)
 
 
@@ -30,6 +31,7 @@ def boot(**_) -> None:
 
 
 def run_compile_task(self, **message):
+    drop_workflow(self.request)
     ctx = _context
     try:
         request = CompileRequest.model_validate(message)
