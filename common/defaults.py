@@ -53,6 +53,7 @@ ARTIFACT_MAX_SCORE_DIFF = {"fp32": 1e-4, "fp16": 0.01, "int8": 0.1}
 COMPILE_DTYPES = {"onnx": ("fp32", "fp16", "int8"), "vacc": ("fp16",)}
 STAGING_MAX_AGE_S = 24 * 3600  # a staged artifact untouched this long was left by a killed compile
 COMPILE_STATUS_TTL_S = 7 * 24 * 3600  # how long a compile job's status stays readable in Redis
+ERRORS_TTL_S = 24 * 3600  # a job's last error per shard (q3b:job:<id>:errors) expires a day after the last one
 
 # --- tiny models --------------------------------------------------------------------------------
 TINY_MODEL_SEED = 1234

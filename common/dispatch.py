@@ -22,7 +22,7 @@ import redis
 from celery import Celery
 from kombu.exceptions import OperationalError
 
-from common import faults, keys
+from common import defaults, faults, keys
 from common.broker import BrokerUnreachableError, redact_url
 from common.celery_app import PUBLISH_RETRY_POLICY, make_queue
 from common.io.plans import Plan
@@ -139,6 +139,27 @@ def take(client: redis.Redis, job_id: str, shard: ShardSpec, worker: str) -> tup
 def release(client: redis.Redis, job_id: str, shard_id: str) -> None:
     """The shard was not finished here (a retry, a cancel): nothing holds it any more."""
     client.hdel(keys.job_running(job_id), shard_id)
+
+
+def reopen(client: redis.Redis, plan: Plan, ordinals: list[int]) -> None:
+    """Shards pending again (a withdrawn commit): their done bits and delivery counts go."""
+    shards = [plan.shard_at(o) for o in ordinals]
+    with client.pipeline(transaction=True) as pipe:
+        for shard in shards:
+            pipe.setbit(keys.job_done(plan.job_id), shard.ordinal, 0)
+        pipe.hdel(keys.job_attempts(plan.job_id), *[s.shard_id for s in shards])
+        pipe.persist(keys.job_done(plan.job_id))
+        pipe.sadd(keys.active_jobs(), plan.job_id)
+        pipe.execute()
+
+
+def note_error(client: redis.Redis, job_id: str, shard_id: str, reason: str) -> None:
+    """The last error of a shard's deliveries, for the quarantine reason and `status`. The key
+    expires: a paused worker's late error must not outlive the job that forgot it."""
+    with client.pipeline(transaction=False) as pipe:
+        pipe.hset(keys.job_errors(job_id), shard_id, reason)
+        pipe.expire(keys.job_errors(job_id), defaults.ERRORS_TTL_S)
+        pipe.execute()
 
 
 def announce(client: redis.Redis, job_id: str, shard: ShardSpec, kind: str, rows_in: int = 0, rows_out: int = 0,

@@ -34,6 +34,17 @@ class JobCheckError(Exception):
     """The committed output contradicts the plan: a bug, never expected. Nothing is marked done."""
 
 
+class CommitsWithdrawn(Exception):
+    """The end-of-job check found committed data files gone, or holding other rows than their
+    records say (deleted or rewritten by hand, lost with a disk). Their commits are withdrawn (the
+    store and the manifest no longer count them) and the shards are pending again: the caller has
+    them computed again, once each, and the job then finishes by itself."""
+
+    def __init__(self, ordinals: list[int], reasons: list[str]):
+        super().__init__(f"{len(ordinals)} committed shards withdrawn to be computed again: {'; '.join(reasons[:5])}")
+        self.ordinals = ordinals
+
+
 @dataclass(frozen=True)
 class Event:
     """A commit ("c") or quarantine ("q") of a shard, as a worker announced it in Redis: what live
@@ -216,7 +227,12 @@ def finalize(store: OutputStore, plan: Plan, manifest: Manifest,
     if manifest.rows_done + manifest.rows_in_quarantined != plan.rows_total:
         raise JobCheckError(f"{manifest.rows_done} rows committed + {manifest.rows_in_quarantined} in quarantined "
                             f"shards != {plan.rows_total} planned")
-    rows_read, duplicates = check_output_ids(store, plan, manifest, keep_alive)
+    rows_read, duplicates, counts, missing = check_output_ids(store, plan, manifest, keep_alive)
+    broken = {o: f"{store.location(store.data_key(plan.shard_at(o).shard_id))} is gone" for o in missing}
+    if not broken and rows_read != manifest.rows_out:
+        broken = mismatched_files(store, plan, manifest, counts)
+    if broken:
+        withdraw_commits(store, plan, broken)
     if rows_read != manifest.rows_out:
         raise JobCheckError(f"the data files hold {rows_read:,} rows, the commit records {manifest.rows_out:,}")
     if duplicates:
@@ -243,16 +259,55 @@ def _committed(plan: Plan, manifest: Manifest, shard_id: str) -> bool:
         return False
 
 
+def mismatched_files(store: OutputStore, plan: Plan, manifest: Manifest, counts: np.ndarray) -> dict[int, str]:
+    """The committed shards whose data file holds other than the rows their record says: every
+    record is read, which happens only once the totals disagree."""
+    def compare(shard):
+        record = store.load_commit(shard.shard_id)
+        if record is not None and record.rows_out != counts[shard.ordinal]:
+            return shard.ordinal, (f"{store.location(record.data_file)} holds {counts[shard.ordinal]:,} rows, its "
+                                   f"commit record {record.rows_out:,}")
+        return None
+
+    committed = (s for s in plan.iter_shards() if manifest.committed[s.ordinal])
+    return dict(found for found in bounded_map(compare, committed, store.read_concurrency) if found)
+
+
+def withdraw_commits(store: OutputStore, plan: Plan, broken: dict[int, str]) -> None:
+    """Withdraw these commits in the store and in a new manifest version; CommitsWithdrawn."""
+    for ordinal, why in broken.items():
+        log.warning("job %s, shard %s: %s; its commit is withdrawn and the shard will be computed again",
+                    plan.job_id, plan.shard_at(ordinal).shard_id, why)
+    for _ in range(5):
+        manifest = load_manifest(store, plan.shards_total)
+        for ordinal in broken:
+            record = store.load_commit(plan.shard_at(ordinal).shard_id)
+            if record is not None:
+                store.withdraw_commit(record)
+                manifest.withdraw_commit(ordinal, record)
+        if save_manifest(store, manifest):
+            break
+    store.drop_success()
+    raise CommitsWithdrawn(sorted(broken), list(broken.values()))
+
+
 def check_output_ids(store: OutputStore, plan: Plan, manifest: Manifest,
-                     keep_alive: Callable[[], None] = lambda: None) -> tuple[int, int]:
-    """(rows in the committed data files, ids seen twice), reading only their id columns, a few
-    files at a time; memory stays bounded (the duplicate finder spills to disk)."""
+                     keep_alive: Callable[[], None] = lambda: None) -> tuple[int, int, np.ndarray, list[int]]:
+    """(rows in the committed data files, ids seen twice, rows per shard's file, ordinals whose file
+    is gone), reading only their id columns, a few files at a time; memory stays bounded (the
+    duplicate finder spills to disk; the counts are 4 bytes a shard)."""
     finder = DuplicateFinder(total_bytes=manifest.rows_out * 24)
-    rows, batch = 0, []
+    rows, batch, missing = 0, [], []
+    counts = np.zeros(plan.shards_total, dtype=np.int32)
     try:
         committed = (s for s in plan.iter_shards() if manifest.committed[s.ordinal])
-        reads = bounded_map(lambda s: read_ids(store, store.data_key(s.shard_id)), committed, store.read_concurrency)
-        for index, ids in enumerate(reads):
+        reads = bounded_map(lambda s: (s.ordinal, read_ids(store, store.data_key(s.shard_id))), committed,
+                            store.read_concurrency)
+        for index, (ordinal, ids) in enumerate(reads):
+            if ids is None:
+                missing.append(ordinal)
+                continue
+            counts[ordinal] = len(ids)
             batch.append((index, ids))
             rows += len(ids)
             if sum(len(i) for _, i in batch) >= ID_BATCH or index % 1000 == 999:
@@ -260,7 +315,7 @@ def check_output_ids(store: OutputStore, plan: Plan, manifest: Manifest,
                 batch = []
                 keep_alive()
         add_ids(finder, batch)
-        return rows, finder.finish()
+        return rows, finder.finish(), counts, missing
     finally:
         finder.close()
 
@@ -287,15 +342,16 @@ def bounded_map(fn, items: Iterable, threads: int) -> Iterator:
             yield pending.popleft().result()
 
 
-def read_ids(store: OutputStore, key: str) -> pa.Array:
-    """A data file's id column. One read of its tail, which for a small file is the whole file;
-    a larger one needs a second read for the column (its footer says where)."""
+def read_ids(store: OutputStore, key: str) -> pa.Array | None:
+    """A data file's id column (None when the file is gone). One read of its tail, which for a
+    small file is the whole file; a larger one needs a second read for the column (its footer says
+    where)."""
     import io
 
     try:
         tail = store.read_range(key, -SMALL_FILE_BYTES, 0)
     except FileNotFoundError:
-        raise JobCheckError(f"{store.location(key)} is committed but missing") from None
+        return None
     if len(tail) < SMALL_FILE_BYTES:
         return pq.ParquetFile(io.BytesIO(tail)).read(columns=["id"], use_threads=False).column(0).combine_chunks()
     with store.open_read(key) as f:

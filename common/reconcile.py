@@ -39,7 +39,7 @@ from common.errors import Qwen3BatchError
 from common.io.manifest import Manifest, save_manifest
 from common.io.plans import Plan, load_plan
 from common.io.store import PLAN, OutputStore
-from common.jobstate import Event, JobCheckError, finalize, fold_and_save
+from common.jobstate import CommitsWithdrawn, Event, JobCheckError, finalize, fold_and_save
 from common.paths import is_within
 
 log = logging.getLogger(__name__)
@@ -194,6 +194,10 @@ def finish(client: redis.Redis, store: OutputStore, plan: Plan, manifest: Manife
     started = time.time()
     try:
         marker = finalize(store, plan, manifest, keep_alive=lease.reacquire if lease is not None else lambda: None)
+    except CommitsWithdrawn as exc:
+        log.warning("job %s: %s", plan.job_id, exc)
+        dispatch.reopen(client, plan, exc.ordinals)  # the next pass finds them below the cursor with no record
+        return False
     except JobCheckError as exc:
         log.error("job %s is finished but its output does not check out, so it is not marked done: %s",
                   plan.job_id, exc)
@@ -231,8 +235,12 @@ class Reconciler:
     def remember(self, job_id: str, output: str) -> None:
         """A job this worker took a message of: watched from now on, whatever Redis forgets."""
         if job_id not in self.known:
+            try:
+                job_registry.register(self.root, job_id, output)
+            except OSError as exc:  # a full or read-only root: the next delivery of the job tries again
+                log.warning("could not register job %s under %s: %s", job_id, self.root, exc)
+                return
             self.known[job_id] = output
-            job_registry.register(self.root, job_id, output)
 
     def forget(self, job_id: str) -> None:
         self.known.pop(job_id, None)

@@ -210,6 +210,18 @@ class QuarantineRecord(Frozen):
     quarantined_at: float
 
 
+class AttemptNote(Frozen):
+    """A worker's own account, in the store, of one delivery of a shard that did not commit. Only
+    these count towards a quarantine (never a counter in Redis, which anyone can write): one with
+    an error failed with it; one without was started and never reported back, so its worker was
+    lost (killed, out of memory, the hard time limit, a lost host)."""
+
+    shard_id: str
+    worker: str
+    started_at: float
+    error: str = ""
+
+
 class SuccessMarker(Frozen):
     job_id: str
     status: Literal["completed", "completed_with_failures"]

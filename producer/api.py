@@ -74,6 +74,7 @@ class JobStatus:
     changed_inputs: list[str] = field(default_factory=list)  # from the reasons of shards quarantined for it
     refusals: dict[str, str] = field(default_factory=dict)  # shard -> why a worker refused its message
     problems: list[str] = field(default_factory=list)  # what the end-of-job check found wrong: not marked done
+    stalled: dict[str, str] = field(default_factory=dict)  # worker -> why it waits (its store full, read-only, down)
 
     @property
     def finished(self) -> bool:
@@ -86,6 +87,12 @@ class JobStatus:
 
     def to_dict(self) -> dict:
         return dict(asdict(self), finished=self.finished, all_rejected=self.all_rejected)
+
+
+def stalled_workers(workers: list[dict], job_id: str) -> dict[str, str]:
+    """worker -> why it is waiting, for the live workers stuck on this job's store (their heartbeats)."""
+    return {w["name"]: w["stalled"] for w in workers
+            if w.get("stalled") and (w.get("current_job") == job_id or f"{job_id};" in w["stalled"])}
 
 
 class Job:
@@ -125,10 +132,11 @@ class Job:
     def status(self, state: JobState | None = None) -> JobStatus:
         """What the job's state says, in a few reads whatever its size (common/jobstate.py)."""
         state = state or self.state()
-        refusals = {}
+        refusals, stalled = {}, {}
         if self.client is not None:
             with contextlib.suppress(redis.RedisError):
                 refusals = broker.refusals(self.client, self.plan)
+                stalled = stalled_workers(broker.live_workers(self.client), self.job_id)
         spec, manifest = self.plan.spec, state.manifest
         reasons = dict(manifest.reasons)
         return JobStatus(
@@ -141,7 +149,7 @@ class Job:
             shards_pending=self.plan.shards_total - state.shards_done, quarantined=reasons,
             changed_inputs=sorted({r.removeprefix("input_changed: ").split("; ", 1)[0]
                                    for r in reasons.values() if r.startswith("input_changed:")}),
-            refusals=refusals, problems=list(manifest.problems))
+            refusals=refusals, problems=list(manifest.problems), stalled=stalled)
 
     def dataset(self) -> "pads.Dataset":
         """OUT/data as a pyarrow Dataset (lazy: filter and project before reading); from a bucket too."""
@@ -364,6 +372,10 @@ def follow(job: Job, reporter: Reporter, timeout_s: float | None) -> JobStatus:
                         if reason not in shown:
                             shown.add(reason)
                             reporter.note(f"a worker refused shard {shard}: {reason}")
+            for worker, why in stalled_workers(workers, plan.job_id).items():
+                if (worker, why.split(" (shard ")[0]) not in shown:
+                    shown.add((worker, why.split(" (shard ")[0]))
+                    reporter.note(f"worker {worker} waits for the store, and retries by itself: {why}")
             if client is not None and now - hinted_at > 30 and not any(w.get("queue") == plan.queue for w in workers):
                 hinted_at = now
                 reporter.note(no_worker_hint(plan, workers))

@@ -205,6 +205,9 @@ def workers(as_json: bool = typer.Option(False, "--json", metavar=FLAG, help="ev
                       f"{shard} +{w.get('current_rows', 0)}" if shard != "-" else "-",
                       f"{w.get('rows_per_s', 0):,.0f}", f"{w.get('tokens_per_s', 0):,.0f}")
     Console(width=80).print(table)
+    for w in beats:
+        if w.get("stalled"):
+            console.print(f"[yellow]{w['name']} waits for its store[/]: {w['stalled']}")
     if not beats:
         console.print("no live worker (start one: workers start --model DIR --device cpu|cuda:N)")
 

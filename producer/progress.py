@@ -157,6 +157,8 @@ def summary_table(status) -> Table:
         t.add_row(key, value)
     for shard, reason in sorted(status.quarantined.items()):
         t.add_row(f"quarantined {shard}", reason)
+    for worker, why in sorted(status.stalled.items()):
+        t.add_row(f"waiting: {worker}", f"{why} (the store fails; it retries by itself)")
     return t
 
 

@@ -7,8 +7,10 @@ shell around `handle_message`, and tests call this directly. Raising RetryShard 
 layer to deliver the message again.
 """
 
+import functools
 import logging
 import os
+import random
 import socket
 import threading
 import time
@@ -19,12 +21,13 @@ import pydantic
 import redis
 
 from common import dispatch, faults, heartbeats, keys, window
-from common.errors import PermanentShardError, RefusedMessage
+from common.errors import CommitBroken, PermanentShardError, RefusedMessage, describe, is_transient
 from common.io.plans import Plan, load_plan
-from common.io.store import OutputStore
+from common.io.store import OutputStore, new_attempt_id
+from common.model_identity import model_ref
 from common.paths import check_within
 from common.rates import RateWindow
-from common.schemas import JOB_NAME, SHARD_ID, CommitRecord, QuarantineRecord, ShardMessage, ShardSpec
+from common.schemas import JOB_NAME, SHARD_ID, AttemptNote, CommitRecord, QuarantineRecord, ShardMessage, ShardSpec
 from common.settings import ENV_PREFIX, Settings
 from workers.engines.base import Engine
 from workers.memory import process_memory
@@ -33,6 +36,7 @@ from workers.pipeline import run_shard
 log = logging.getLogger(__name__)
 
 PLANS_KEPT = 16  # jobs whose plans a worker keeps open (a job's plan is read again when it comes back)
+STORE_BACKOFF_MAX_S = 60  # the longest wait between deliveries of a shard while the store fails
 
 
 class RetryShard(Exception):
@@ -60,13 +64,23 @@ class WorkerContext:
     current_tokens: int = 0
     rows_done: int = 0  # rows and tokens computed since start, committed or not
     tokens_done: int = 0
-    shards_done: int = 0  # deliveries that ran a shard to its end (committed, lost the race, or failed)
+    shards_done: int = 0  # deliveries handled to their end (committed, found done, lost the race, or failed)
+    stalled: str = ""  # why this worker waits: the store failing (full, read-only, unreachable), shown in its heartbeat
+    store_failures: int = 0  # deliveries in a row that the store failed: the backoff grows with them
     started_at: float = field(default_factory=time.time)
     window: RateWindow = field(default_factory=RateWindow)
 
     def __post_init__(self):
         self.output_root = self.output_root or self.settings.worker_output_root
         self.input_roots = self.input_roots or self.settings.worker_input_roots
+
+    @functools.cached_property
+    def serves(self) -> dict[str, str]:
+        """What this worker's engine computes: a job whose plan asks for anything else is not its to
+        run, whatever queue its message came through (a personal queue, a hand-made message)."""
+        spec = self.engine.spec
+        identity = self.description.get("model_identity") or model_ref(spec.model).identity
+        return {"model identity": identity, "task": spec.task, "dtype": spec.dtype, "backend": spec.backend}
 
     def progress(self, rows: int, tokens: int) -> None:
         """A forward pass (or a shard's rejects) done: what the heartbeat reports between commits."""
@@ -85,6 +99,7 @@ class WorkerContext:
             plan = load_plan(store)
             if plan.job_id != message.job_id:
                 raise RefusedMessage(f"{message.output} holds job {plan.job_id}, not {message.job_id}")
+            self.check_serves(plan)
             store.check_commits_supported()
             self.plans[key] = (store, plan)
             if len(self.plans) > PLANS_KEPT:
@@ -105,6 +120,15 @@ class WorkerContext:
         check_within(planned_input, self.input_roots, "input", f"{ENV_PREFIX}INPUT_ROOTS")
         return store, plan, shard
 
+    def check_serves(self, plan: Plan) -> None:
+        spec = plan.spec
+        wants = {"model identity": spec.model.identity, "task": spec.task, "dtype": spec.dtype, "backend": spec.backend}
+        differ = [f"{k} {wants[k][:16]!r} (this worker: {self.serves[k][:16]!r})" for k in wants
+                  if wants[k] != self.serves[k]]
+        if differ:
+            raise RefusedMessage(f"job {plan.job_id} ({spec.model.source}) is not what this worker computes: its "
+                                 f"{', '.join(differ)}; left for the workers of queue {plan.queue}")
+
     def cancelled(self, store: OutputStore, job_id: str, in_redis: bool) -> bool:
         """Redis's flag, else the store's mark (which outlives a Redis restart), read at most once
         per reconcile interval per job: not a request to the store for every shard."""
@@ -123,6 +147,11 @@ def handle_message(ctx: WorkerContext, body: dict) -> str:
     except (pydantic.ValidationError, RefusedMessage) as exc:
         refuse(ctx, body, exc)
         return "refused"
+    except Exception as exc:  # the store failed while the plan was read: wait for it, then again
+        if not is_transient(exc):
+            raise
+        wait_for_store(ctx, f"job {message.job_id}", describe(exc))
+        raise RetryShard(describe(exc)) from exc
     outcome = "failed"
     try:
         outcome = deliver(ctx, store, plan, shard)
@@ -147,7 +176,13 @@ def refuse(ctx: WorkerContext, body, exc: Exception) -> None:
 
 
 def deliver(ctx: WorkerContext, store: OutputStore, plan: Plan, shard: ShardSpec) -> str:
-    """Whether and how this delivery of the shard runs; returns what became of it."""
+    """Whether and how this delivery of the shard runs; returns what became of it.
+
+    Redis's counter of deliveries is a hint, never a verdict: anyone can write it. A delivery it
+    calls a repeat looks in the store first (a commit or a quarantine already there; the notes of
+    earlier deliveries) and leaves a note of its own, which stays if its worker dies. Only those
+    notes and a permanent error quarantine a shard. A full, read-only or unreachable store is
+    waited out (is_transient), however long it takes."""
     job_id, shard_id = plan.job_id, shard.shard_id
     cancelled, done_bit = dispatch.take(ctx.redis, job_id, shard, ctx.name)  # no longer waits: running here
     if ctx.cancelled(store, job_id, cancelled):
@@ -155,46 +190,132 @@ def deliver(ctx: WorkerContext, store: OutputStore, plan: Plan, shard: ShardSpec
         return "cancelled"
     if ctx.reconciler is not None:
         ctx.reconciler.remember(job_id, store.url)
-    attempt = ctx.redis.hincrby(keys.job_attempts(job_id), shard_id, 1)
-    if attempt > 1 or done_bit:  # delivered before (a duplicate, a retry, a redelivery): maybe done already
-        committed = store.load_commit(shard_id)
-        if committed is not None:
-            store.publish(committed)  # a crash between commit and publish is finished here
-            announce(ctx, store, plan, shard, committed)
-            return "already_committed"
-        given_up = store.load_quarantine(shard_id)
-        if given_up is not None:
-            announce(ctx, store, plan, shard, given_up)
-            return "already_quarantined"
-    if attempt > ctx.settings.max_attempts:
-        # Deliveries that never reported back: the worker died on this shard each time (a crash, an
-        # out-of-memory kill, the hard time limit, a lost host).
-        last = ctx.redis.hget(keys.job_errors(job_id), shard_id)
-        reason = f"worker lost {attempt - 1} times on this shard" + (f"; last error: {last.decode()}" if last else "")
-        quarantine(ctx, store, plan, shard, attempt - 1, reason)
-        return "quarantined"
+    repeat = ctx.redis.hincrby(keys.job_attempts(job_id), shard_id, 1) > 1 or done_bit
+    note = None
     start(ctx, job_id, shard)
     try:
+        if repeat:
+            earlier = settle_earlier(ctx, store, plan, shard)
+            if earlier:
+                return earlier
+            note = Note(new_attempt_id(), AttemptNote(shard_id=shard_id, worker=ctx.name, started_at=time.time()))
+            store.note_attempt(note.token, note.body)  # stays if this worker is lost: that is the count
         outcome = run_shard(store, plan, shard, ctx.engine, ctx.name, fault=faults.inject, progress=ctx.progress)
     except PermanentShardError as exc:  # the same on every attempt: no retry
-        quarantine(ctx, store, plan, shard, attempt, str(exc)[:2000])
+        quarantine(ctx, store, plan, shard, 1, str(exc)[:2000])
         return "quarantined"
-    except Exception as exc:  # any other failure of one shard: count it, retry or quarantine; never crash the job
-        reason = f"{type(exc).__name__}: {exc}"[:2000]
-        ctx.redis.hset(keys.job_errors(job_id), shard_id, reason)
-        log.exception("shard %s of %s failed (attempt %d/%d)", shard_id, job_id, attempt, ctx.settings.max_attempts)
-        if attempt >= ctx.settings.max_attempts:
-            quarantine(ctx, store, plan, shard, attempt, reason)
-            return "quarantined"
-        # Celery publishes the retry: it is queued again, so the reconciler leaves it alone.
-        dispatch.mark_queued(ctx.redis, job_id, [shard])
-        dispatch.release(ctx.redis, job_id, shard_id)
-        raise RetryShard(reason) from exc
+    except Exception as exc:  # any other failure of one shard: retry, wait, or quarantine; never crash the job
+        return failed(ctx, store, plan, shard, note, exc)
     finally:
         ctx.shards_done += 1
         stop(ctx)
+    ctx.stalled, ctx.store_failures = "", 0
     announce(ctx, store, plan, shard, outcome.record)
     return outcome.status
+
+
+@dataclass
+class Note:
+    token: str
+    body: AttemptNote
+
+
+def settle_earlier(ctx: WorkerContext, store: OutputStore, plan: Plan, shard: ShardSpec) -> str:
+    """What earlier deliveries left: a commit (finished here if a crash stopped it before its files
+    were published; withdrawn if its files are gone), a quarantine, or enough notes of failed and
+    lost deliveries to give up. '' when this delivery should run the shard."""
+    committed = store.load_commit(shard.shard_id)
+    if committed is not None:
+        try:
+            store.publish(committed)  # a crash between commit and publish is finished here
+        except CommitBroken as exc:
+            withdraw(ctx, store, plan, shard, committed, str(exc))
+        else:
+            announce(ctx, store, plan, shard, committed)
+            return "already_committed"
+    given_up = store.load_quarantine(shard.shard_id)
+    if given_up is not None:
+        announce(ctx, store, plan, shard, given_up)
+        return "already_quarantined"
+    notes = store.attempt_notes(shard.shard_id)
+    if len(notes) >= ctx.settings.max_attempts:
+        quarantine(ctx, store, plan, shard, len(notes), quarantine_reason(ctx, plan, shard, notes))
+        return "quarantined"
+    return ""
+
+
+def quarantine_reason(ctx: WorkerContext, plan: Plan, shard: ShardSpec, notes: list[AttemptNote]) -> str:
+    """The errors the notes hold; for deliveries that never reported back, that their worker was
+    lost, and what its main process saw last (a hard time limit's kill), if it told Redis."""
+    failed = sorted((n for n in notes if n.error), key=lambda n: n.started_at)
+    lost = sorted((n for n in notes if not n.error), key=lambda n: n.started_at)
+    parts = []
+    if failed:
+        parts.append(f"failed {len(failed)} times; last error: {failed[-1].error}")
+    if lost:
+        seen = ctx.redis.hget(keys.job_errors(plan.job_id), shard.shard_id)
+        parts.append(f"worker lost {len(lost)} times on this shard (last {lost[-1].worker}: "
+                     + (f"{seen.decode(errors='replace')})" if seen else "killed, out of memory or its host lost; see "
+                        "its log)"))
+    return "; ".join(parts)[:2000]
+
+
+def failed(ctx: WorkerContext, store: OutputStore, plan: Plan, shard: ShardSpec, note: Note | None,
+           exc: Exception) -> str:
+    """A delivery that raised. Another delivery may have committed the shard meanwhile (this one was
+    paused, its files removed by the winner): then nothing failed. A store that is full, read-only
+    or unreachable is waited for, and the delivery repeated, without a bound. Any other error is
+    noted in the store and retried, until the notes reach the attempt cap."""
+    reason = describe(exc)
+    try:
+        if store.load_commit(shard.shard_id) is not None:
+            log.info("shard %s of %s: another delivery committed it first (%s)", shard.shard_id, plan.job_id, reason)
+            dispatch.release(ctx.redis, plan.job_id, shard.shard_id)
+            return "lost_race"
+        if not is_transient(exc):
+            note = note or Note(new_attempt_id(), AttemptNote(shard_id=shard.shard_id, worker=ctx.name,
+                                                              started_at=time.time()))
+            store.note_attempt(note.token, note.body.model_copy(update={"error": reason}))
+            failures = len(store.attempt_notes(shard.shard_id))
+    except Exception as store_exc:  # the store itself fails: what to wait for
+        if not is_transient(store_exc):
+            raise
+        exc, reason = store_exc, describe(store_exc)
+    if is_transient(exc):
+        wait_for_store(ctx, f"shard {shard.shard_id} of {plan.job_id}", reason)
+    else:
+        log.error("shard %s of %s failed (%d of %d noted): %s", shard.shard_id, plan.job_id, failures,
+                  ctx.settings.max_attempts, reason, exc_info=exc)
+        if failures >= ctx.settings.max_attempts:
+            quarantine(ctx, store, plan, shard, failures,
+                       quarantine_reason(ctx, plan, shard, store.attempt_notes(shard.shard_id)))
+            return "quarantined"
+        time.sleep(ctx.settings.retry_countdown_s)  # still this worker's: nothing publishes it meanwhile
+    dispatch.note_error(ctx.redis, plan.job_id, shard.shard_id, reason)
+    # Celery publishes the retry: it is queued again, so the reconciler leaves it alone.
+    dispatch.mark_queued(ctx.redis, plan.job_id, [shard])
+    dispatch.release(ctx.redis, plan.job_id, shard.shard_id)
+    raise RetryShard(reason) from exc
+
+
+def wait_for_store(ctx: WorkerContext, what: str, reason: str) -> None:
+    """Back off before the delivery is repeated: 2, 4, 8 ... up to STORE_BACKOFF_MAX_S seconds while
+    the store keeps failing, the cause in this worker's heartbeat (`producer workers`, `status`,
+    `--wait` show it). The shard stays this worker's meanwhile, so nothing publishes it again."""
+    ctx.store_failures += 1
+    delay = min(STORE_BACKOFF_MAX_S, ctx.settings.retry_countdown_s * 2 ** min(ctx.store_failures, 8))
+    delay *= random.uniform(0.8, 1.2)  # workers that failed together do not all come back at once
+    ctx.stalled = f"{reason[:300]} ({what}; retrying in {delay:.0f} s)"
+    log.warning("the store fails: %s; %s is retried in %.0f s", reason, what, delay)
+    beat(ctx)
+    time.sleep(delay)
+
+
+def withdraw(ctx: WorkerContext, store: OutputStore, plan: Plan, shard: ShardSpec, record: CommitRecord,
+             why: str) -> None:
+    log.warning("shard %s of %s: its commit is withdrawn and the shard computed again: %s", shard.shard_id,
+                plan.job_id, why)
+    store.withdraw_commit(record)
 
 
 def start(ctx: WorkerContext, job_id: str, shard: ShardSpec) -> None:
@@ -257,7 +378,8 @@ def beat(ctx: WorkerContext) -> None:
                  current_rows=ctx.current_rows,
                  current_tokens=ctx.current_tokens, output_root=ctx.output_root,
                  input_roots=list(ctx.input_roots), rows_done=ctx.rows_done, rows_per_s=round(rows_per_s, 2),
-                 tokens_per_s=round(tokens_per_s, 1), shards_done=ctx.shards_done, **process_memory(),
+                 tokens_per_s=round(tokens_per_s, 1), shards_done=ctx.shards_done, stalled=ctx.stalled,
+                 **process_memory(),
                  seen_at=time.time())
     try:
         heartbeats.publish(ctx.redis, ctx.name, state, ctx.settings.heartbeat_ttl_s)

@@ -8,12 +8,12 @@ import time
 import redis
 from billiard.exceptions import WorkerLostError
 from celery import Celery, signals
-from celery.worker.request import Request
 
-from common import keys
+from common import dispatch, keys
 from common.schemas import JOB_NAME, MAX_ORDINAL, SHARD_ID
 from common.settings import load_settings
 from workers.bootstrap import boot_shard_worker
+from workers.celery_request import SettingsOnlyRequest, drop_workflow
 from workers.runner import RetryShard, WorkerContext, handle_message
 from workers.spec import WorkerSpec
 
@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 _context: WorkerContext | None = None
 
 
-class ShardRequest(Request):
+class ShardRequest(SettingsOnlyRequest):
     """Celery's request, which also tells Redis what becomes of a shard whose pool child is gone. In
     the worker's main process (the child cannot: it is dead): the requeued message is queued again
     (so the reconciler does not publish a second copy), and a hard time limit leaves its reason
@@ -54,10 +54,12 @@ def boot(**_) -> None:
 
 
 def run_shard_task(self, **message):
+    drop_workflow(self.request)
     try:
         return handle_message(_context, message)
     except RetryShard as exc:
-        raise self.retry(countdown=_context.settings.retry_countdown_s, exc=exc)
+        # At once: the runner waited before giving the shard up (a message's countdown is ignored)
+        raise self.retry(countdown=0, exc=exc)
 
 
 @functools.cache
@@ -76,6 +78,6 @@ def note_requeued(kwargs, reason: str | None) -> None:
         client = main_process_redis()
         client.hset(keys.job_queued(job), shard, f"{time.time()} {ordinal}")
         if reason:
-            client.hset(keys.job_errors(job), shard, reason)
+            dispatch.note_error(client, job, shard, reason)
     except redis.RedisError:
         pass  # the reconciler publishes it again instead

@@ -10,7 +10,7 @@ import shutil
 import uuid
 from pathlib import Path
 
-from common.errors import RefusedMessage, StoreUnsupportedError
+from common.errors import CommitBroken, RefusedMessage, StoreUnsupportedError
 from common.io.store import PLAN, TMP, Attempt, OutputStore, OutsideOutputError, new_attempt_id
 from common.paths import is_within
 from common.schemas import SHARD_ID, CommitRecord
@@ -112,7 +112,8 @@ class LocalStore(OutputStore):
             pass
         except FileNotFoundError:
             if not target.exists():
-                raise StoreUnsupportedError(f"commit names {self.path(source_key)}, which is gone") from None
+                raise CommitBroken(f"its commit names {self.path(source_key)}, which is gone, and its data file "
+                                   "is not there") from None
 
     def forget_attempt(self, record: CommitRecord) -> None:
         """Every attempt of the shard (a crashed one's too): once it is committed, no other can win."""

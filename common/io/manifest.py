@@ -106,6 +106,16 @@ class Manifest:
         if len(self.reasons) < MAX_REASONS:
             self.reasons[record.shard_id] = record.reason
 
+    def withdraw_commit(self, ordinal: int, record: CommitRecord) -> None:
+        """A commit whose files turned out gone or wrong (common/jobstate.withdraw_commits): pending again."""
+        if not self.committed[ordinal]:
+            return
+        self.committed[ordinal] = False
+        self.rows_done -= record.rows_in
+        self.rows_out -= record.rows_out
+        self.rows_rejected -= record.rows_rejected
+        self.tokens -= record.tokens
+
     def clear_quarantine(self, ordinals: list[int], rows: list[int], shard_ids: list[str]) -> None:
         """`resume --retry-quarantined`: these shards are pending again."""
         for ordinal, planned_rows, shard_id in zip(ordinals, rows, shard_ids):

@@ -24,7 +24,7 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from common.errors import StoreUnsupportedError
+from common.errors import CommitBroken, StoreUnsupportedError
 from common.io.fs import fs_and_path, normalize, open_object
 from common.io.store import TMP, Attempt, OutputStore, new_attempt_id
 from common.schemas import CommitRecord
@@ -135,7 +135,8 @@ class ObjectStore(OutputStore):
             self.copy(source_key, final_key)
         except FileNotFoundError:
             if not self.exists(final_key):
-                raise StoreUnsupportedError(f"commit names {self.location(source_key)}, which is gone") from None
+                raise CommitBroken(f"its commit names {self.location(source_key)}, which is gone, and its data "
+                                   "file is not there") from None
 
     def copy(self, source_key: str, final_key: str) -> None:
         self.fs.copy(self.key_path(source_key), self.key_path(final_key))

@@ -11,6 +11,8 @@ Layout under the output (only `data/` and `rejects/` are meant for readers):
     _progress/<version>.json     the commit and quarantine records folded into one manifest
                                  (common/io/manifest.py): what status and the job's end read
     _tmp/<shard>/<attempt>/      an attempt's files before they are committed
+    _tmp/<shard>/notes/          what workers saw of deliveries that did not commit (AttemptNote):
+                                 the only count a quarantine for lost workers or errors rests on
     _CANCELLED, _SUCCESS.json    job state markers (_SUCCESS.json always describes the folder)
     data/part-<shard>.parquet    results: one Parquet dataset
     rejects/part-<shard>.parquet rejected rows with file, row and reason
@@ -31,10 +33,11 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 
 from common.errors import ConfigError, PermanentShardError, Qwen3BatchError
-from common.schemas import SHARD_ID, CommitRecord, QuarantineRecord, SuccessMarker
+from common.schemas import SHARD_ID, AttemptNote, CommitRecord, QuarantineRecord, SuccessMarker
 
 PLAN, SUCCESS, CANCELLED = "_plan.json", "_SUCCESS.json", "_CANCELLED"
 COMMITS, QUARANTINE, PROGRESS, TMP, DATA, REJECTS = "_commits", "_quarantine", "_progress", "_tmp", "data", "rejects"
+NOTES = "notes"  # _tmp/<shard>/notes/<token>.json: AttemptNote, a delivery that did not commit
 
 
 class JobConflictError(Qwen3BatchError):
@@ -211,6 +214,32 @@ class OutputStore(ABC):
             self.publish_file(self.attempt_key(record.shard_id, record.attempt, final), final)
         self.forget_attempt(record)
 
+    def withdraw_commit(self, record: CommitRecord) -> None:
+        """Forget a commit whose files are gone or wrong: the shard is computed again, and its new
+        commit is the only one (the record goes first, so no reader pairs it with the new files)."""
+        self.delete(self.commit_key(record.shard_id))
+        for final in filter(None, (record.data_file, record.reject_file)):
+            self.delete(final)
+
+    # --- attempts that did not commit (workers/runner.py decides a quarantine on these) ------------
+    def note_key(self, shard_id: str, token: str) -> str:
+        return f"{TMP}/{self._shard(shard_id)}/{NOTES}/{token}.json"
+
+    def note_attempt(self, token: str, note: AttemptNote) -> None:
+        self.put(self.note_key(note.shard_id, token), note.model_dump_json().encode())
+
+    def attempt_notes(self, shard_id: str) -> list[AttemptNote]:
+        notes = []
+        for name in self.names(f"{TMP}/{self._shard(shard_id)}/{NOTES}"):
+            body = self.read_bytes(f"{TMP}/{self._shard(shard_id)}/{NOTES}/{name}")
+            try:
+                note = AttemptNote.model_validate_json(body or b"")
+            except ValueError:
+                continue  # not one of ours
+            if note.shard_id == shard_id:
+                notes.append(note)
+        return notes
+
     # --- quarantine, cancel, success --------------------------------------------------------------
     def quarantine(self, record: QuarantineRecord) -> bool:
         return self.create_if_absent(self.quarantine_key(record.shard_id), record.model_dump_json(indent=1).encode())
@@ -223,6 +252,7 @@ class OutputStore(ABC):
         """Forget these shards' quarantine records: they get another round."""
         for shard_id in shard_ids:
             self.delete(self.quarantine_key(shard_id))
+            self.delete_prefix(f"{TMP}/{self._shard(shard_id)}/{NOTES}")  # a fresh count of attempts
 
     def is_cancelled(self) -> bool:
         return self.exists(CANCELLED)

@@ -55,13 +55,16 @@ def test_a_paused_workers_shard_runs_elsewhere_and_its_late_commit_changes_nothi
     wait_for(lambda: committed_by(out, shard), 60, "the paused worker's shard being committed elsewhere")
     state = wait_until_finished(out)
     committed = (out / state.commits[shard].data_file).read_bytes()
-    # and when it wakes up and commits, it loses the race and changes nothing
+    # and when it wakes up and commits, it loses the race and changes nothing: no error, no retry,
+    # nothing left behind in Redis
     paused.signal_all(signal.SIGCONT)
     barrier.release("before_commit")
     wait_for(lambda: "'lost_race'" in paused.log(), 60, "the paused worker's late commit")
     assert read_records((out)).commits[shard].worker == other.name
     assert (out / state.commits[shard].data_file).read_bytes() == committed
     assert_every_id_exactly_once(ids, out)
+    assert "Retry in" not in paused.log() and "failed (" not in paused.log()
+    assert not local_cluster.redis.client().exists(keys.job_errors(load_plan(OutputStore(out)).job_id))
 
 
 def test_a_shard_killed_by_the_hard_time_limit_is_run_again_not_dropped(local_cluster, tiny_embed_model, tmp_path):
@@ -104,7 +107,8 @@ def test_a_shard_that_always_hits_the_hard_limit_is_quarantined_and_resume_does_
 
 def test_a_late_commit_after_a_quarantine_rewrites_the_success_marker(local_cluster, tiny_embed_model, tmp_path,
                                                                       barrier):
-    # Given a worker held just before committing a shard, then paused until the cluster gives the shard up
+    # Given a worker held just before committing a shard, then paused, and another worker whose every try
+    # of that shard fails, so that the cluster gives it up
     env = {**QUICK_HEALING, "QWEN3B_MAX_ATTEMPTS": "1"}
     ids = write_corpus(tmp_path / "c.jsonl", 600)
     out = tmp_path / "out"
@@ -112,7 +116,7 @@ def test_a_late_commit_after_a_quarantine_rewrites_the_success_marker(local_clus
     submit(local_cluster, tiny_embed_model, tmp_path / "c.jsonl", out, 200, env=env)
     barrier.wait_reached("before_commit")
     slow.signal_all(signal.SIGSTOP)
-    start(local_cluster, 1, tiny_embed_model, env=env)
+    start(local_cluster, 1, tiny_embed_model, env={**env, **faults(barrier, f"before_compute:raise@{FIRST}")})
     wait_for(lambda: OutputStore(out).load_success(), 60, "the job being marked done without the held shard")
     assert OutputStore(out).load_success().status == "completed_with_failures"
     # When the held worker wakes up and commits the quarantined shard after all

@@ -19,10 +19,10 @@ from producer.plan import plan_job
 MODEL = ModelRef(source="/models/m", identity="0" * 64, tag="m-00000000")
 
 
-def plan_rows(tmp_path, rows: int, shard_rows: int = 1):
+def plan_rows(tmp_path, rows: int, shard_rows: int = 1, **spec):
     (tmp_path / "c.jsonl").write_text("".join(json.dumps({"id": i, "text": f"t {i}"}) + "\n" for i in range(rows)))
     store = OutputStore(tmp_path / "out")
-    plan, _ = plan_job(str(tmp_path / "c.jsonl"), JobSpec(model=MODEL, shard_rows=shard_rows), store)
+    plan, _ = plan_job(str(tmp_path / "c.jsonl"), JobSpec(model=MODEL, shard_rows=shard_rows, **spec), store)
     return store, plan
 
 
@@ -144,13 +144,14 @@ def test_a_cancelled_jobs_leftover_messages_are_drained_and_never_replaced(redis
     from workers.engines.registry import create_engine
     from workers.runner import WorkerContext, handle_message
 
-    store, plan = plan_rows(tmp_path, 100)
+    store, plan = plan_rows(tmp_path, 100, backend="simulated", dtype="fp32")
     client, publisher = redis_server.client(), publisher_for(redis_server)
     reconcile_job(client, publisher, store, plan, grace_s=0)
     broker.cancel(client, store, plan)
     engine = create_engine(EngineSpec(model=str(tiny_embed_model), backend="simulated", dtype="fp32"))
     ctx = WorkerContext(name="w", engine=engine, settings=load_settings({"QWEN3B_BROKER_URL": redis_server.url}),
-                        redis=client, description={}, output_root=str(tmp_path), input_roots=(str(tmp_path),))
+                        redis=client, description={"model_identity": MODEL.identity}, output_root=str(tmp_path),
+                        input_roots=(str(tmp_path),))
     ctx.publisher = publisher
     # When a worker takes its queued messages
     outcomes = {handle_message(ctx, shard_message(plan, store.url, plan.shard_at(o)).model_dump()) for o in range(20)}

@@ -1,0 +1,103 @@
+"""A store that fails for a while is waited out, never quarantined: a disk that fills and is freed,
+a folder read-only for a while (a real FUSE mount whose writes fail on demand), and a committed
+data file deleted under a running job. Each job completes by itself, with no operator command,
+every row exactly once. Real workers, a private redis-server."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from common.io.plans import load_plan
+from common.io.store import OutputStore
+from harness import cluster
+from harness.outputs import commit_records
+from tests.faults.conftest import faults, start, submit, wait_for
+from tests.integration.conftest import (
+    assert_every_id_exactly_once,
+    wait_until_finished,
+    write_corpus,
+)
+
+pytestmark = pytest.mark.slow
+
+FAKES = Path(__file__).resolve().parents[1] / "fakes"
+
+
+@pytest.fixture
+def faulty_mount(tmp_path):
+    """(mount, control): a FUSE mount of a folder whose writes fail with the errno named in the
+    control file while it names one (needs root, /dev/fuse and libfuse2, which `make test` installs)."""
+    backing, mount, control = tmp_path / "backing", tmp_path / "mnt", tmp_path / "fault"
+    backing.mkdir()
+    mount.mkdir()
+    fs = subprocess.Popen([sys.executable, str(FAKES / "faulty_fs.py"), str(backing), str(mount), str(control)],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 20
+    while not os.path.ismount(mount):
+        if fs.poll() is not None or time.monotonic() > deadline:
+            fs.kill()
+            pytest.fail(f"could not mount the faulty FUSE file system (root, /dev/fuse and libfuse2 needed): "
+                        f"{fs.stdout.read().decode(errors='replace')[-2000:]}")
+        time.sleep(0.05)
+    yield mount, control
+    subprocess.run(["umount", str(mount)], capture_output=True)
+    fs.terminate()
+    fs.wait(10)
+    if os.path.ismount(mount):
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+@pytest.mark.parametrize("fault", ["ENOSPC", "EROFS"])
+def test_an_output_disk_that_fails_for_a_while_is_waited_out_and_the_job_completes_by_itself(
+        local_cluster, tiny_embed_model, tmp_path, faulty_mount, fault):
+    mount, control = faulty_mount
+    out = mount / "out"
+    # Given a job submitted into the mount, whose disk then fills up (or turns read-only)
+    ids = write_corpus(tmp_path / "c.jsonl", 400)
+    submit(local_cluster, tiny_embed_model, tmp_path / "c.jsonl", out, 100)
+    control.write_text(fault)
+    # When a worker takes its shards
+    [worker] = start(local_cluster, 1, tiny_embed_model)
+    # Then it waits, saying why, in its heartbeat and in the job's status
+    client = local_cluster.redis.client()
+    wait_for(lambda: fault in (cluster.heartbeat(client, worker.name) or {}).get("stalled", ""), 60,
+             f"the worker reporting {fault}")
+    status = json.loads(local_cluster.producer("status", out, "--json").stdout)
+    assert any(fault in why for why in status["stalled"].values()), status
+    assert status["shards_quarantined"] == 0
+    # and once the disk has room again (or is writable), the job completes with no command
+    time.sleep(5)  # a few failed deliveries: none may count towards a quarantine
+    control.write_text("")
+    state = wait_until_finished(out, timeout_s=180)
+    assert state.success.status == "completed" and not state.quarantined
+    assert_every_id_exactly_once(ids, out)
+    assert (cluster.heartbeat(client, worker.name) or {}).get("stalled", "") == ""
+
+
+def test_a_committed_data_file_deleted_mid_job_is_computed_again_once_and_the_job_completes(local_cluster,
+                                                                                           tiny_embed_model, tmp_path,
+                                                                                           barrier):
+    # Given a job whose shards are held before they commit
+    ids = write_corpus(tmp_path / "c.jsonl", 400)
+    out = tmp_path / "out"
+    start(local_cluster, 1, tiny_embed_model, env=faults(barrier, "before_commit:wait"))
+    submit(local_cluster, tiny_embed_model, tmp_path / "c.jsonl", out, 100)
+    [first] = barrier.wait_reached("before_commit")
+    barrier.release("before_commit", first)
+    wait_for(lambda: first in commit_records(out) and (out / commit_records(out)[first].data_file).exists(), 60,
+             "the first shard committed")
+    # When its data file is deleted while the job runs
+    (out / commit_records(out)[first].data_file).unlink()
+    barrier.release("before_commit")
+    # Then the end-of-job check withdraws that commit, the shard is computed again, and the job
+    # completes by itself with every row exactly once
+    state = wait_until_finished(out, timeout_s=180)
+    assert state.success.status == "completed" and not state.quarantined
+    assert_every_id_exactly_once(ids, out)
+    assert (out / state.commits[first].data_file).exists()
+    assert load_plan(OutputStore(out)).shards_total == len(state.commits)
