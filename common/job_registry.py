@@ -6,8 +6,10 @@ Redis's set of active jobs (common/dispatch.py) is lost in a restart without per
 is every queue; a worker's memory of the jobs it ran is lost when its pool child is replaced (an
 out-of-memory kill, the hard time limit, a host restart). The reconciler (common/reconcile.py)
 reads both this registry and Redis, so a job is watched until it is finished whatever was lost.
-The producer writes the record when its output lies in its QWEN3B_OUTPUT_ROOT; every worker writes
-it for a job it takes a message of (once; its output is inside the worker's root by then).
+The producer writes the record under its own QWEN3B_OUTPUT_ROOT and under the root of every live
+worker that holds the output (producer/submit.py register_beyond_redis: a job is findable after a
+Redis loss even before any worker took a message of it, whatever the producer's environment); every
+worker writes it for a job it takes a message of (once; its output is inside the worker's root by then).
 """
 
 import json

@@ -133,11 +133,30 @@ def base_env(broker_url: str, extra: dict | None = None) -> dict:
 def start_worker(broker_url: str, model: str, name: str, logdir: Path, task: str = "embed", dtype: str = "fp32",
                  backend: str = "torch", env: dict | None = None, pool: str = "prefork",
                  threads: int | None = None, device: str = "cpu") -> Worker:
+    """name "": started without --name, as a user may; the worker chooses a name of its own, which
+    `named` reads from its log (until then Worker.name is a label for its log file)."""
     extra = dict(env or {})
     if threads:
         extra.setdefault("OMP_NUM_THREADS", str(threads))
+    naming = ["--name", name] if name else []
     return start_cli(["workers", "start", "--model", model, "--task", task, "--dtype", dtype, "--backend", backend,
-                      "--device", device, "--name", name, "--pool", pool], name, broker_url, logdir, extra)
+                      "--device", device, *naming, "--pool", pool], name or f"unnamed-{os.urandom(3).hex()}",
+                     broker_url, logdir, extra)
+
+
+def named(worker: Worker, timeout_s: float = 60) -> Worker:
+    """A worker started without --name, its Worker.name set to the name it chose (its first line
+    says it: `worker NAME: queue ...`)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for line in worker.log().splitlines():
+            if line.startswith("worker ") and ": queue " in line:
+                worker.name = line.split()[1].rstrip(":")
+                return worker
+        if not worker.alive():
+            break
+        time.sleep(0.1)
+    raise RuntimeError(f"worker {worker.name} did not say its name:\n{worker.log()[-3000:]}")
 
 
 def start_compile_worker(broker_url: str, name: str, logdir: Path, env: dict | None = None,

@@ -1,5 +1,7 @@
 """Enqueue and follow jobs through the broker: the producer's Redis operations, in one place."""
 
+import os
+import sys
 from collections.abc import Callable
 
 import redis
@@ -8,6 +10,7 @@ from common import dispatch, heartbeats, job_registry, keys
 from common.broker import BrokerUnreachableError, check_broker, redis_client
 from common.celery_app import make_app
 from common.errors import Qwen3BatchError
+from common.io import fs
 from common.io.manifest import save_manifest
 from common.io.plans import Plan
 from common.io.store import OutputStore
@@ -38,11 +41,62 @@ def enqueue(settings: Settings, client: redis.Redis, store: OutputStore, plan: P
     first window of a new job; on a resubmit or resume, what a crash or a Redis loss left without a
     message, then the window topped up (a resume never doubles the queue). Returns the messages sent."""
     dispatch.register_job(client, plan, store.url)
-    if settings.output_root and is_within(store.url, settings.output_root):
-        job_registry.register(settings.output_root, plan.job_id, store.url)  # outlives Redis
+    register_beyond_redis(settings, client, plan, store.url)
     client.delete(keys.job_cancelled(plan.job_id))
     outcome = reconcile_job(client, publisher(settings, client, on_progress), store, plan, grace_s=0)
     return len(outcome.republished) + outcome.topped_up
+
+
+def warning_line(line: str) -> None:
+    print(f"warning: {line}", file=sys.stderr)
+
+
+def register_beyond_redis(settings: Settings, client: redis.Redis, plan: Plan, output: str,
+                          warn: Callable[[str], None] = warning_line) -> list[str]:
+    """Record the job in the registry (common/job_registry.py) of every output root whose workers'
+    reconcilers could finish it after Redis loses its data: this process's QWEN3B_OUTPUT_ROOT, and the
+    root of each live worker that holds the output (those of the job's queue first; any worker's
+    reconciler publishes a job of its root). Until a worker takes one of its messages, these records
+    are all that remembers the job outside Redis. Costs a Redis scan of the heartbeats and one
+    existence check per distinct root: per worker, not per shard. Returns the roots."""
+    workers = heartbeats.live_workers(client)
+    workers.sort(key=lambda w: w.get("queue") != plan.queue)
+    roots = [settings.output_root] if settings.output_root and is_within(output, settings.output_root) else []
+    for w in workers:
+        root = w.get("output_root")
+        if isinstance(root, str) and root and root not in roots and is_within(output, root):
+            roots.append(root)
+    if not roots:
+        # Nobody's root is known: no QWEN3B_OUTPUT_ROOT here, no live worker (yet) that holds the
+        # output. Best effort: the output's parent folder, since the usual layout puts each job's
+        # output directly in the workers' root (QWEN3B_OUTPUT_ROOT=/data/out and --out
+        # /data/out/wiki in the compose file; a bucket prefix of jobs likewise). Workers started
+        # later with that root find the job there; the record is a few bytes, and such a worker
+        # removes it when the job ends. Under any other root it is never read, hence the warning.
+        parent = parent_of(output)
+        where = f"only under {parent}" if parent else "nowhere"
+        warn(f"job {plan.job_id} is recorded outside Redis {where} (no QWEN3B_OUTPUT_ROOT here, and no live "
+             f"worker whose output root holds {output}): if Redis loses its data before a worker "
+             f"takes one of its shards, workers with another output root never find it again and it waits for "
+             f"`producer resume {output}`. Set QWEN3B_OUTPUT_ROOT to the workers' output root to avoid this")
+        roots = [parent] if parent else []
+    for root in roots:
+        try:
+            job_registry.register(root, plan.job_id, output)
+        except (OSError, Qwen3BatchError) as exc:
+            warn(f"job {plan.job_id} could not be recorded under {root} ({exc}): if Redis loses its data before a "
+                 f"worker takes one of its shards, `producer resume {output}` may be needed")
+    return roots
+
+
+def parent_of(output: str) -> str:
+    """The folder (or bucket prefix) that holds the output; "" for a bucket's top or a disk's root."""
+    url = fs.normalize(output)
+    if fs.is_object_url(url):
+        bucket_and_key = url.split("://", 1)[1]
+        return url.rsplit("/", 1)[0] if "/" in bucket_and_key else ""
+    parent = os.path.dirname(url)
+    return parent if parent != url else ""
 
 
 def retry_quarantined(client: redis.Redis, store: OutputStore, plan: Plan) -> list[str]:

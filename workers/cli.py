@@ -10,7 +10,6 @@ os.environ.setdefault("REMAP_SIGTERM", "SIGQUIT")
 
 import json  # noqa: E402
 import logging  # noqa: E402
-import socket  # noqa: E402
 import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -25,6 +24,7 @@ from common.errors import ConfigError, Qwen3BatchError  # noqa: E402
 from common.model_identity import model_ref  # noqa: E402
 from common.options import parse_seqlens  # noqa: E402
 from common.settings import load_settings  # noqa: E402
+from workers import identity  # noqa: E402
 from workers.device import parse_device  # noqa: E402
 from workers.engines.base import EngineSpec  # noqa: E402
 from workers.eval.cli import app as eval_app  # noqa: E402
@@ -51,7 +51,9 @@ def start(
     backend: str = typer.Option(defaults.DEFAULT_BACKEND, help="torch | onnx | vacc (compiled: see producer compile) | "
                                                                "simulated (tests)", metavar="TEXT"),
     seqlens: str = typer.Option(",".join(map(str, defaults.DEFAULT_SEQLENS)), help="default length buckets", metavar="TEXT"),
-    name: str = typer.Option("", help="worker name; default <task>-<device>@<host>", metavar="TEXT"),
+    name: str = typer.Option("", help="worker name, refused while a live worker holds it; default "
+                                      "<task>-<device>-<6 hex>@<host>, unique per process (pass one for a stable "
+                                      "name: `workers health --name`, a container's healthcheck)", metavar="TEXT"),
     pool: str = typer.Option("prefork", help="prefork (time limits enforced) or solo", metavar="TEXT"),
     loglevel: str = typer.Option("INFO", metavar="TEXT"),
     compile_: bool = typer.Option(False, "--compile", help="a compile worker: consume the compile queue "
@@ -77,7 +79,7 @@ def start(
     if dev.kind == "cuda":
         # Pin before any CUDA initialisation: the child sees exactly one card, as cuda:0.
         os.environ["CUDA_VISIBLE_DEVICES"] = str(dev.index)
-    join_cluster(settings, spec.name)
+    spec = spec.model_copy(update={"name": join_cluster(settings, spec.name, spec.task, spec.device)})
     run_celery(settings, spec, pool, loglevel)
 
 
@@ -109,7 +111,7 @@ def shard_worker_spec(model, task, dev, dtype, backend, seqlens, name, settings,
         check = inspect_model(ref.source, task, tokenizer=False)
         if check.warning:
             typer.echo(f"warning: {check.warning}", err=True)
-    spec = WorkerSpec(name=name or f"{task}-{str(dev).replace(':', '')}@{socket.gethostname()}", kind="shard",
+    spec = WorkerSpec(name=name, kind="shard",
                       queue=keys.shard_queue(task, ref.identity, dtype, backend), device=str(dev),
                       engine_device="cuda:0" if dev.kind == "cuda" else str(dev), model=ref.source,
                       model_identity=ref.identity, task=task, backend=backend, dtype=dtype, seqlens=lengths,
@@ -120,7 +122,7 @@ def shard_worker_spec(model, task, dev, dtype, backend, seqlens, name, settings,
 
 
 def compile_worker_spec(name, dev) -> WorkerSpec:
-    return WorkerSpec(name=name or f"compile-{str(dev).replace(':', '')}@{socket.gethostname()}", kind="compile",
+    return WorkerSpec(name=name, kind="compile",
                       queue=keys.COMPILE_QUEUE, device=str(dev))
 
 
@@ -148,7 +150,7 @@ def run_celery(settings, spec: WorkerSpec, pool: str, loglevel: str) -> None:
     writes why to a status file and stops this process, which then exits with the reason."""
     with tempfile.NamedTemporaryFile(prefix="q3b-worker-", suffix=".status", delete=False) as f:
         status_file = f.name
-    spec = spec.model_copy(update={"status_file": status_file})
+    spec = spec.model_copy(update={"status_file": status_file, "main_pid": os.getpid()})
     spec.to_env()
     os.environ["QWEN3B_POOL"] = pool
     celery = make_app(settings, queues=[spec.queue, keys.worker_queue(spec.name)])
@@ -208,23 +210,31 @@ def describe_roots(settings) -> str:
     return f"writes outputs only under {out}; reads inputs only under {ins}"
 
 
-def join_cluster(settings, worker_name: str) -> None:
-    """Wait for the broker, check that it never evicts, then register this worker's reliability
-    settings or check them against the cluster's. A refused password, a rejected certificate, an
-    evicting Redis or a differing setting ends the process with the reason, before Celery starts
-    (which would retry a refused password forever)."""
+def join_cluster(settings, worker_name: str, task: str = "embed", device: str = "cpu") -> str:
+    """Wait for the broker, check that it never evicts, choose this worker's name (a unique one
+    without --name; a given one is refused while a live worker holds it: workers/identity.py), then
+    register this worker's reliability settings or check them against the cluster's. A refused
+    password, a rejected certificate, an evicting Redis, a name in use or a differing setting ends
+    the process with the reason, before Celery starts (which would retry a refused password
+    forever). Returns the name."""
+    say = lambda message: typer.echo(message, err=True)  # noqa: E731
     try:
-        client = wait_for_broker(settings, lambda message: typer.echo(message, err=True))
+        client = wait_for_broker(settings, say)
         check_eviction_policy(client, settings)
+        if worker_name:
+            identity.check_name_free(client, worker_name, say)
+        else:
+            worker_name = identity.default_name(task, device, client)
         register_or_check(client, settings, worker_name)
     except Qwen3BatchError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
+    return worker_name
 
 
 @app.command()
 def health(
-    name: str = typer.Option(..., help="the worker's name (its --name)", metavar="TEXT"),
+    name: str = typer.Option(..., help="the worker's name (its --name, or the one it printed at start)", metavar="TEXT"),
     max_age_s: int = typer.Option(defaults.WORKER_HEALTHY_WITHIN_S, help="the last heartbeat must be this recent", metavar="N"),
 ):
     """Exit 0 when worker NAME sent a heartbeat in the last MAX_AGE_S seconds, else 1 (a container healthcheck)."""

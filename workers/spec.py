@@ -29,6 +29,7 @@ class WorkerSpec(BaseModel):
     seqlens: tuple[int, ...] = defaults.DEFAULT_SEQLENS
     torch_compile: str = defaults.DEFAULT_TORCH_COMPILE
     status_file: str = ""  # where the child writes why it could not load its model (the parent exits with it)
+    main_pid: int = 0  # the `workers start` process: with the child's pid, the heartbeat names who holds the name
 
     def engine_spec(self) -> EngineSpec:
         return EngineSpec(model=self.model, task=self.task, backend=self.backend, dtype=self.dtype,
@@ -38,7 +39,8 @@ class WorkerSpec(BaseModel):
     def public(self) -> dict:
         """What the heartbeat shows (`producer workers`, the producer's hints and checks)."""
         return {"device": self.device, "model": self.model, "model_identity": self.model_identity, "task": self.task,
-                "dtype": self.dtype, "backend": self.backend, "queue": self.queue, "torch_compile": self.torch_compile}
+                "dtype": self.dtype, "backend": self.backend, "queue": self.queue, "torch_compile": self.torch_compile,
+                "main_pid": self.main_pid}
 
     def to_env(self) -> None:
         os.environ[ENV] = self.model_dump_json()

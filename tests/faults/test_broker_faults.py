@@ -1,6 +1,7 @@
 """Redis restarts, a producer killed mid-enqueue, a pickle message, poison input (issue 4)."""
 
 import os
+import re
 import signal
 import time
 
@@ -10,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from kombu import Connection, Exchange, Producer
 
+from common import keys
 from common.io.plans import load_plan
 from common.io.store import OutputStore
 from harness import cluster
@@ -87,6 +89,54 @@ def test_a_producer_killed_halfway_through_enqueuing_is_finished_without_resume(
     # Then its reconciler publishes the 6 shards the producer never sent, and the job completes
     wait_until_finished(tmp_path / "out", timeout_s=120)
     assert_every_id_exactly_once(ids, tmp_path / "out")
+
+
+def test_a_job_that_redis_loses_before_any_shard_starts_completes_though_its_producer_had_no_output_root(
+        local_cluster, tiny_embed_model, tmp_path):
+    # Given two live workers with an output root, held still (SIGSTOP) so that none takes a message:
+    # a worker that takes one records the job under its root itself
+    ids = write_corpus(tmp_path / "c.jsonl", 600)
+    out = tmp_path / "jobs" / "out"  # not directly in the root: only the workers' heartbeats say where it is
+    workers = start(local_cluster, 2, tiny_embed_model, env={"QWEN3B_RECONCILE_INTERVAL_S": "2"})
+    for worker in workers:
+        worker.signal_all(signal.SIGSTOP)
+    time.sleep(2)  # past kombu's BRPOP timeout (1 s): no pending BRPOP left for Redis to answer with a message
+    # and a job submitted by a producer with no QWEN3B_OUTPUT_ROOT
+    result = submit(local_cluster, tiny_embed_model, tmp_path / "c.jsonl", out, 100, env={"QWEN3B_OUTPUT_ROOT": ""})
+    assert "warning" not in result.stderr
+    client = local_cluster.redis.client()
+    queue = load_plan(OutputStore(out)).queue
+    sent = int(re.search(r"enqueued (\d+) shards", result.stderr).group(1))
+    assert sum(client.llen(q) for q in keys.queue_lists(queue)) == sent > 0, "a shard started before the loss"
+    # When Redis loses everything before any shard starts, and the workers go on
+    client.flushall()
+    for worker in workers:
+        worker.signal_all(signal.SIGCONT)
+    # Then the job completes with no operator command: the workers' reconcilers find it in their root
+    wait_until_finished(out, timeout_s=90)
+    assert_every_id_exactly_once(ids, out)
+
+
+def test_a_job_submitted_with_no_output_root_known_warns_and_is_found_by_workers_of_its_parent_folder(
+        redis_server, tiny_embed_model, tmp_path):
+    # Given a producer with no QWEN3B_OUTPUT_ROOT and no live worker to learn a root from
+    c = Cluster(redis_server, tmp_path / "logs", tmp_path)
+    try:
+        ids = write_corpus(tmp_path / "c.jsonl", 300)
+        result = submit(c, tiny_embed_model, tmp_path / "c.jsonl", tmp_path / "out", 100,
+                        env={"QWEN3B_OUTPUT_ROOT": ""})
+        # Then it says, in one line, what is at risk and what to do
+        [line] = [x for x in result.stderr.splitlines() if x.startswith("warning:")]
+        assert "producer resume" in line and "Set QWEN3B_OUTPUT_ROOT to the workers' output root" in line
+        assert str(tmp_path) in line
+        # When Redis loses the job before any worker ran, and workers whose root is the output's parent start
+        redis_server.client().flushall()
+        start(c, 1, tiny_embed_model, env={"QWEN3B_RECONCILE_INTERVAL_S": "2"})
+        # Then they find it in that folder's registry and finish it
+        wait_until_finished(tmp_path / "out", timeout_s=90)
+        assert_every_id_exactly_once(ids, tmp_path / "out")
+    finally:
+        c.stop()
 
 
 class _Exploit:
