@@ -101,3 +101,24 @@ def test_a_committed_data_file_deleted_mid_job_is_computed_again_once_and_the_jo
     assert_every_id_exactly_once(ids, out)
     assert (out / state.commits[first].data_file).exists()
     assert load_plan(OutputStore(out)).shards_total == len(state.commits)
+
+
+def test_a_local_job_waits_out_a_full_disk_and_completes(local_cluster, tiny_embed_model, tmp_path, faulty_mount):
+    mount, control = faulty_mount
+    out = mount / "out"
+    ids = write_corpus(tmp_path / "c.jsonl", 400)
+    # Given a --local job whose output disk fills up once planning is done
+    job = cluster.start_cli(["producer", "submit", str(tmp_path / "c.jsonl"), "--model", str(tiny_embed_model),
+                             "--out", str(out), "--dtype", "fp32", "--backend", "simulated", "--shard-rows", "100",
+                             "--local"], "local", local_cluster.url, tmp_path / "logs",
+                            {**local_cluster.roots, "QWEN3B_SIM_BATCH_S": "0.2"})
+    wait_for(lambda: (out / "_plan.json").exists(), 60, "the plan written")
+    control.write_text("ENOSPC")
+    # When the disk has room again after a few failed writes
+    wait_for(lambda: "the store fails" in job.log(), 60, "the local job noticing the full disk")
+    control.write_text("")
+    # Then the job completes with nothing quarantined and every row once, and exits 0
+    assert job.process.wait(180) == 0, job.log()[-3000:]
+    state = wait_until_finished(out, timeout_s=30)
+    assert state.success.status == "completed" and not state.quarantined
+    assert_every_id_exactly_once(ids, out)

@@ -1,4 +1,4 @@
-"""A worker's name is its identity (issue 27 item 5): two workers started without --name on one host
+"""A worker's name is its identity: two workers started without --name on one host
 get names of their own, so the reconciler never takes one's shard for the other's and runs it twice;
 a name a live worker holds is refused at start; a name whose holder died is taken over at once."""
 
