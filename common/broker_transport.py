@@ -6,7 +6,8 @@ Stock kombu decodes and reads all of these in the worker's main process without 
 `LPUSH <queue> x` ends the worker (JSONDecodeError), `LPUSH <queue> []` too (TypeError), and an
 envelope without a delivery_tag makes Celery reconnect and receive it again, forever. Here each
 entry is checked before kombu reads it; one that kombu could not read as a message is dropped with
-one log line and the worker goes on consuming.
+one log line and the worker goes on consuming. What Celery reads next from a well-formed envelope
+(its headers, the body) is guarded by common/celery_consumer.py.
 """
 
 import functools

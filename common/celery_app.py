@@ -79,6 +79,7 @@ def make_app(settings: Settings, queues: list[str] = ()) -> Celery:
         task_send_sent_event=True,  # Flower shows queued shards, not only started ones
         worker_hijack_root_logger=False,
         worker_redirect_stdouts_level="INFO",  # the weight-loading bar and prints are progress, not warnings
+        worker_consumer="common.celery_consumer:GuardedConsumer",  # a message Celery cannot read is dropped
     )
     configure_signing(app, settings)
     return app

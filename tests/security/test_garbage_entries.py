@@ -17,6 +17,7 @@ from kombu import Connection
 from common import keys
 from common.broker_transport import Transport, entry_problem
 from common.celery_app import make_app
+from common.celery_consumer import headers_problem
 from common.model_identity import model_ref
 from common.settings import Settings
 from harness import cluster
@@ -30,6 +31,7 @@ pytestmark = pytest.mark.slow
 # Beats every second, so that "still beating" is seen at once.
 QUICK_BEATS = {"QWEN3B_HEARTBEAT_TTL_S": "6"}
 SCRATCH = "scratch"
+LEFT_OUT = object()
 
 
 def celery_written(url: str, client, task: str) -> dict:
@@ -40,11 +42,12 @@ def celery_written(url: str, client, task: str) -> dict:
 
 def addressed(template: dict, queue: str, ident: str, body: bytes | None = None, **headers) -> str:
     """The template as a new message on `queue`, with `ident` as its delivery tag and id, the body
-    (before kombu's base64) and some headers replaced."""
+    (before kombu's base64) and some headers replaced; a header given as LEFT_OUT is left out."""
     message = copy.deepcopy(template)
     message["properties"]["delivery_tag"] = ident
     message["properties"]["delivery_info"].update(exchange=queue, routing_key=queue)
     message["headers"].update({"id": ident, **headers})
+    message["headers"] = {k: v for k, v in message["headers"].items() if v is not LEFT_OUT}
     if body is not None:
         message["body"] = base64.b64encode(body).decode()
     return json.dumps(message)
@@ -66,6 +69,10 @@ def not_a_message(queue: str, why: str) -> str:
     return f"dropped an entry of queue '{queue}' that is not a message ({why})"
 
 
+def not_for_celery(queue: str, why: str) -> str:
+    return f"dropped a task message that Celery cannot read ({why}): routing key '{queue}'"
+
+
 # kind -> (template, queue, ident) -> (the entry, what the worker logs for it). The template is a message of the
 # queue's task as a stock Celery client writes it; ident a fresh id, the delivery tag of any envelope made of it.
 GARBAGE = {
@@ -84,6 +91,11 @@ GARBAGE = {
                                         "Received unregistered task of type 'no.such.task'"),
     # The pool child fails it before the task runs (Celery warns of that once per process): received, then acked
     "kwargs that are a list": lambda t, q, i: (addressed(t, q, i, body=b"[[], [1, 2], {}]"), f"[{i}] received"),
+    "no id header": lambda t, q, i: (addressed(t, q, i, id=LEFT_OUT), not_for_celery(q, "no id header string")),
+    "a body that is not [args, kwargs, options]": lambda t, q, i: (
+        addressed(t, q, i, body=b'{"a": 1}'), "dropped a task message that Celery cannot read (ValueError"),
+    "a time limit that is not two numbers": lambda t, q, i: (
+        addressed(t, q, i, timelimit="abc"), not_for_celery(q, "a timelimit header that is not [hard, soft] seconds")),
 }
 
 
@@ -274,3 +286,16 @@ def test_the_entry_check_accepts_what_celery_writes_and_names_what_is_wrong_with
         assert entry_problem(json.dumps(dict(template, **{field: value}))), field
     assert entry_problem(b"\xff\xfe") == "not JSON"
     assert entry_problem('{"__type__": "datetime", "__value__": "not a date"}') == "not JSON"
+
+
+def test_the_header_check_accepts_what_celery_writes_and_refuses_what_celery_would_choke_on(redis_server):
+    headers = celery_written(redis_server.url, redis_server.client(), keys.TASK_EMBED_SHARD)["headers"]
+    assert headers_problem(headers) is None
+    assert headers_problem(dict(headers, timelimit=[3600, 3000.5])) is None
+    wrong = {"task": ["a", "list"], "id": {"an": "object"}, "timelimit": "abc"}
+    for field, value in wrong.items():
+        assert headers_problem(dict(headers, **{field: value})), field
+    for limits in ([1], [-1, None], [True, None], [float("inf"), None], [None, "60"]):
+        assert headers_problem(dict(headers, timelimit=limits)), limits
+    assert headers_problem({k: v for k, v in headers.items() if k != "id"}) == "no id header string"
+    assert headers_problem({}) == "no task header string: not a Celery task message"  # protocol 1, or no task
