@@ -6,6 +6,7 @@ from celery import Celery
 from kombu import Exchange, Queue
 
 from common import defaults
+from common.broker_transport import use_guarded_transport
 from common.errors import ConfigError
 from common.settings import ENV_PREFIX, Settings
 
@@ -42,6 +43,7 @@ def make_app(settings: Settings, queues: list[str] = ()) -> Celery:
         "unacked_restore_interval": max(1, min(10, settings.visibility_timeout_s // 4)),
         "unacked_restore_throttle": 1,
     }
+    use_guarded_transport()  # anyone who can write to Redis can push anything onto our queues
     app = Celery("qwen3batch", broker=settings.broker_url, set_as_current=False)
     declared = [make_queue(q) for q in queues] or [make_queue("unused")]
     app.conf.update(
@@ -77,6 +79,7 @@ def make_app(settings: Settings, queues: list[str] = ()) -> Celery:
         task_send_sent_event=True,  # Flower shows queued shards, not only started ones
         worker_hijack_root_logger=False,
         worker_redirect_stdouts_level="INFO",  # the weight-loading bar and prints are progress, not warnings
+        worker_consumer="common.celery_consumer:GuardedConsumer",  # a message Celery cannot read is dropped
     )
     configure_signing(app, settings)
     return app
