@@ -16,7 +16,16 @@ the cluster must heal itself (common/reconcile.py). Fault kinds, each at least t
   - stall        shards picked at random before the run hang once in C after writing their file
                  (QWEN3B_FAULTS=after_write:stall=600-once@SHARD, a shared QWEN3B_FAULT_STATE):
                  only the hard time limit (QWEN3B_TASK_TIME_LIMIT_S) ends them; they must run again;
-  - redis        restart redis-server without persistence: every queue and record is lost.
+  - redis        restart redis-server without persistence: every queue and record is lost;
+  - swap         someone with access to Redis sends a shard message of another model's job (a decoy
+                 planned with the tiny reranker's checkpoint) to this job's queue, through a stock
+                 Celery client: it must be refused, and nothing of it committed;
+  - garbage      entries no Celery client would write (`x`, `[]`, `{}`, envelopes without their
+                 fields) pushed onto the job's queue and a worker's personal queue: dropped, and
+                 every worker keeps consuming;
+  - enospc       the output's disk fills up for 3-6 s (the output lies on a FUSE mount whose writes
+                 fail with ENOSPC on demand, tests/fakes/faulty_fs.py; both runs use it): workers wait
+                 and retry, nothing is quarantined.
 Kinds, times and victims are drawn at random (--seed); the first faults give every kind its
 --min-each turns in a shuffled order, all of them by half the job (faults come sooner when the
 job runs ahead of them); the stall shards lie between 55% and 80% of the plan, after them.
@@ -37,7 +46,8 @@ Recovery time, per kind (p50 and max over the faults that hit a shard):
     or whose shard was already committed, hit no shard and has no recovery time.
   - stall: from the moment the stall began (the -once marker file's mtime) to the shard's commit.
   - redis: from the restart until BOTH (a) a shard that started after the restart was committed
-    (committed_at - seconds > restart), and (b) every shard pending at the restart had been seen,
+    (committed_at - seconds > restart), and (b) every shard published and still pending at the
+    restart (below the window's cursor; the rest waited in the plan, not in Redis) had been seen,
     at some poll after it, committed or named by a message in the restarted broker (waiting in the
     queue or delivered, unacked, to a worker); the broker is read directly, not via our records.
 Besides, for the faults that hit a shard, "re-dispatched": from the fault until the shard was
@@ -60,6 +70,7 @@ import re
 import shutil
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -68,23 +79,34 @@ from pathlib import Path
 
 import pyarrow.dataset as ds
 import redis
+from celery import Celery
+from kombu import Exchange, Queue
 
 from common import heartbeats, keys
+from common.dispatch import shard_message
 from common.io.plans import load_plan
 from common.io.store import OutputStore
+from common.model_identity import model_ref
 from common.provenance import confirm, provenance
+from common.schemas import JobSpec
 from harness import cluster
 from harness.outputs import commit_records, read_records
+from producer.plan import plan_job
 from workers.bench.stats import percentile
 from workers.models.random_init import ensure_random_model
 
 REPO = Path(__file__).resolve().parents[1]
+FAULTY_FS = REPO / "tests" / "fakes" / "faulty_fs.py"
 
 STS = REPO.parent / "shared" / "data" / "sts12-test.jsonl"
 BAD_ROWS = ['{"id": %d, "text": null}', '{"id": %d}', '{"id": %d, "text": ""}', '{"id": %d, "text": 7}',
             '{"id": %d, "text": "broken']
 # Injected by the killer during the run, with their weights once each has had its --min-each turns.
-SIGNAL_KINDS = {"kill-child": 3, "kill-host": 3, "pause": 3, "redis": 2}
+SIGNAL_KINDS = {"kill-child": 3, "kill-host": 3, "pause": 3, "redis": 2, "swap": 1, "garbage": 1, "enospc": 1}
+ATTACKS = ("swap", "garbage", "enospc")  # faults that hit no one shard: judged by what they must not do
+GARBAGE = [b"x", b"[]", b"{}", b'"a string"', b'{"body": "e30=", "content-type": "application/json"}',
+           b'{"properties": [], "headers": 7, "body": 1}']
+FULL_DISK_S = (3, 6)
 ALL_KINDS = (*SIGNAL_KINDS, "stall")  # stall: set up before the run, fired by the workers themselves
 STALL_POINT = "after_write"
 POLL_S = 0.25
@@ -175,10 +197,42 @@ class Run:
         self.env = env
         self.workers: list[cluster.Worker] = []
         self.serial = 0
-        self.out = workdir / "out"
+        self.disk, self.control = self.mount(workdir) if "enospc" in args.kinds else (None, None)
+        self.out = (self.disk or workdir) / "out"
+        self.full: dict | None = None  # the enospc fault in progress
+        self.killed: set[int] = set()  # pids of the worker processes the killer ended on purpose
+        self.decoy = None  # (plan, output) of the model-B job whose messages the swap fault sends
+        self.queue = ""
         self.paused: dict[str, float] = {}  # worker name -> when to SIGCONT it
         self.returning: list[tuple[float, str]] = []  # (when, name): killed hosts that come back
         self.operator_commands = 0
+
+    # --- the output's disk, and the decoy job -------------------------------------------------------
+    def mount(self, workdir: Path) -> tuple[Path, Path]:
+        """The output's folder on a FUSE mount whose writes fail with the errno in `control`."""
+        backing, disk, control = workdir / "backing", workdir / "disk", workdir / "disk-fault"
+        backing.mkdir(parents=True)
+        disk.mkdir()
+        self.fs = subprocess.Popen([sys.executable, str(FAULTY_FS), str(backing), str(disk), str(control)],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        deadline = time.time() + 20
+        while not os.path.ismount(disk):
+            if self.fs.poll() is not None or time.time() > deadline:
+                raise SystemExit("enospc: could not mount tests/fakes/faulty_fs.py (root, /dev/fuse and libfuse2 "
+                                 "needed; `make redis` installs libfuse2), or leave it out with --kinds")
+            time.sleep(0.05)
+        return disk, control
+
+    def decoy_message(self, model_b: Path, index: int) -> dict:
+        """A shard message of a job planned for another model (the tiny reranker's checkpoint as an
+        embedding model: another identity, another queue), as anyone could plan and send one."""
+        if self.decoy is None:
+            corpus, out = self.workdir / "decoy.jsonl", self.workdir / "decoy"
+            corpus.write_text("".join(json.dumps({"id": i, "text": f"decoy {i}"}) + "\n" for i in range(100)))
+            spec = JobSpec(model=model_ref(str(model_b)), backend="simulated", dtype="fp32", shard_rows=10)
+            self.decoy = (plan_job(str(corpus), spec, OutputStore(out))[0], out)
+        plan, out = self.decoy
+        return shard_message(plan, str(OutputStore(out).root), plan.shard_at(index % plan.shards_total)).model_dump()
 
     # --- workers ----------------------------------------------------------------------------------
     def start_worker(self, name: str | None = None) -> cluster.Worker:
@@ -211,7 +265,12 @@ class Run:
             raise SystemExit(f"submit failed: {result.stderr}")
 
     def tick(self, now: float) -> None:
-        """SIGCONT the paused workers whose time has come; bring back the hosts whose time has come."""
+        """SIGCONT the paused workers whose time has come; bring back the hosts whose time has come;
+        free the disk when its time has come."""
+        if self.full and now >= self.full["until"]:
+            self.control.write_text("")
+            self.full["freed_at"] = time.time()
+            self.full = None
         for name, when in list(self.paused.items()):
             if now >= when:
                 os.killpg(self.worker(name).process.pid, signal.SIGCONT)
@@ -230,6 +289,16 @@ class Run:
                     pass
                 w.process.wait(10)
         self.redis.stop()
+        if self.disk is not None:
+            subprocess.run(["umount", str(self.disk)], capture_output=True)
+            self.fs.terminate()
+            self.fs.wait(10)
+            if os.path.ismount(self.disk):
+                subprocess.run(["umount", "-l", str(self.disk)], capture_output=True)
+
+    def crashed(self) -> list[str]:
+        """Workers that exited without the killer ending them (a garbage entry must not do that)."""
+        return sorted(w.name for w in self.workers if not w.alive() and w.process.pid not in self.killed)
 
     def diagnostics(self, plan=None) -> str:
         """Everything a person needs to see why a run did not finish: pending shards, the broker's
@@ -292,6 +361,7 @@ class Killer:
         self.next_at = time.time() + rng.uniform(0.5, 1.5) * args.fault_every_s
         self.last_at = 0.0
         self.stall_shards, self.fault_state = stall_shards, fault_state
+        self.model_b = ensure_random_model(REPO / ".cache" / "models", "rerank", "tiny") if "swap" in kinds else None
 
     def due(self, now: float, progress: float) -> bool:
         if not self.deck or now < self.last_at + 1:
@@ -324,8 +394,11 @@ class Killer:
             return None
         # Each kind once, the kinds that still need turns first, else in deck order.
         for kind in sorted(dict.fromkeys(self.deck), key=lambda k: self.need[k] == 0):
-            fault = self.restart_redis(state) if kind == "redis" and not stalling else (
-                self.hit_worker(kind, client, beats, stalling) if kind != "redis" else None)
+            if kind in ATTACKS:
+                fault = self.attack(kind, client, beats)
+            else:
+                fault = self.restart_redis(state) if kind == "redis" and not stalling else (
+                    self.hit_worker(kind, client, beats, stalling) if kind != "redis" else None)
             if fault:
                 # A worker fault that hit no running shard does not count towards --min-each.
                 if fault.get("hit", True) or not self.need[kind]:
@@ -337,9 +410,38 @@ class Killer:
         self.next_at = now + 1
         return None
 
+    def attack(self, kind: str, client, beats: dict) -> dict | None:
+        run, now = self.run, time.time()
+        if kind == "swap":
+            message = run.decoy_message(self.model_b, self.rng.randrange(1000))
+            app = Celery(broker=run.redis.url)
+            target = Queue(run.queue, Exchange(run.queue, type="direct"), routing_key=run.queue)
+            app.send_task("embed.shard", kwargs=message, queue=target, declare=[target])
+            app.close()
+            return {"kind": kind, "at": now, "decoy_shard": message["shard_id"]}
+        if kind == "garbage":
+            names = sorted(beats) or [w.name for w in run.live()]
+            personal = keys.worker_queue(self.rng.choice(names))
+            for queue in (run.queue, personal):
+                client.lpush(queue, *GARBAGE)
+            return {"kind": kind, "at": now, "entries": 2 * len(GARBAGE), "queues": [run.queue, personal]}
+        if run.full is not None or run.control is None:  # enospc: one window at a time
+            return None
+        run.control.write_text("ENOSPC")
+        run.full = {"kind": kind, "at": now, "until": now + self.rng.uniform(*FULL_DISK_S)}
+        run.full["full_for_s"] = round(run.full["until"] - now, 1)
+        return run.full
+
     def restart_redis(self, state) -> dict:
-        fault = {"kind": "redis", "pending": set(read_records(OutputStore(self.run.out)).pending),
-                 "at": time.time()}
+        """Only the shards published before the restart (below the window's cursor) must be covered
+        again: the others were waiting in the plan, not in Redis, and the window reaches them later."""
+        records = read_records(OutputStore(self.run.out))
+        try:
+            cursor = int(self.run.redis.client().get(keys.job_cursor(records.plan.job_id)) or 0)
+        except redis.RedisError:
+            cursor = records.plan.shards_total
+        pending = {s for s in records.pending if records.plan.shard(s).ordinal < cursor}
+        fault = {"kind": "redis", "pending": pending, "in_flight_at_restart": len(pending), "at": time.time()}
         self.run.redis.restart()
         fault["restarted_in_s"] = round(time.time() - fault["at"], 3)
         return fault
@@ -366,6 +468,7 @@ class Killer:
             fault["pids"] = [child]
         elif kind == "kill-host":
             os.killpg(victim.process.pid, signal.SIGKILL)
+            run.killed.add(victim.process.pid)
             victim.process.wait(10)
             back = fault["at"] + self.rng.uniform(3, 10)
             run.returning.append((back, victim.name))
@@ -457,6 +560,7 @@ def run_job(run: Run, corpus: Path, chaos: bool, rng: random.Random, stall_shard
     run.submit(corpus)
     store = OutputStore(run.out)
     plan = load_plan(store)
+    run.queue = plan.queue
     missing = stall_shards - {s.shard_id for s in plan.iter_shards()}
     if missing:
         raise SystemExit(f"stall shards {sorted(missing)} are not in the plan")
@@ -496,6 +600,8 @@ def run_job(run: Run, corpus: Path, chaos: bool, rng: random.Random, stall_shard
         # Paused workers still stopped: let them go on, and their late commits lose the race.
         for name in list(run.paused):
             run.paused[name] = 0
+        if run.full is not None:
+            run.full["until"] = 0
         run.tick(time.time())
         # The success marker is written by the worker that commits the last shard or by a reconciler
         # pass; nobody runs `producer status` for it.
@@ -513,7 +619,9 @@ def run_job(run: Run, corpus: Path, chaos: bool, rng: random.Random, stall_shard
     settle(run)
     state = read_records(store)
     commits = commit_records(store)
+    decoy_commits = len(commit_records(run.decoy[1])) if run.decoy else 0
     return {"seconds": elapsed, "rows_per_s": plan.rows_total / elapsed, "shards": plan.shards_total,
+            "decoy_commits": decoy_commits, "crashed_workers": run.crashed(),
             "shard_seconds_p50": statistics.median(c.seconds for c in commits.values()),
             "faults": [summarise(f, commits) for f in watcher.faults],
             "quarantined": sorted(state.quarantined), "success_marker": store.load_success().status,
@@ -538,7 +646,9 @@ def log_counts(run: Run) -> dict:
             "already_committed": text.count("'already_committed'"),
             "reconciler_passes_that_published": text.count("reconciler: published"),
             "reconciler_shards_published": sum(int(n) for n in re.findall(r"reconciler: published (\d+) shards", text)),
-            "quarantined": text.count("quarantined after"), "tracebacks": text.count("Traceback")}
+            "quarantined": text.count("quarantined after"), "tracebacks": text.count("Traceback"),
+            "refused_other_model": text.count("is not what this worker computes"),
+            "garbage_dropped": text.count("dropped a"), "store_waits": text.count("the store fails:")}
 
 
 def summarise(f: dict, commits: dict) -> dict:
@@ -554,6 +664,13 @@ def summarise(f: dict, commits: dict) -> dict:
         out["pending_covered_after_s"] = f["covered_at"] - at if "covered_at" in f else None
         if first and "covered_at" in f:
             out["recovery_s"] = max(first, f["covered_at"]) - at
+        return out
+    if f["kind"] in ATTACKS:
+        freed = f.get("freed_at")
+        after = [c.committed_at for c in commits.values() if freed and c.committed_at > freed]
+        if f["kind"] == "enospc":
+            out.pop("until", None)
+            out["recovery_s"] = min(after) - freed if after else None
         return out
     shard = f.get("shard")
     record = commits.get(shard) if shard else None
@@ -580,7 +697,7 @@ def main() -> None:
     ap.add_argument("--shard-rows", type=int, default=1000)
     ap.add_argument("--batch-s", type=float, default=0.03, help="simulated device time per batch")
     ap.add_argument("--fault-every-s", type=float, default=2.5, help="mean time between injected faults")
-    ap.add_argument("--faults", type=int, default=12, help="injected faults in all (redis, kills, pauses)")
+    ap.add_argument("--faults", type=int, default=16, help="injected faults in all (redis, kills, pauses, attacks)")
     ap.add_argument("--min-each", type=int, default=2, help="each fault kind at least this often, or the run fails")
     ap.add_argument("--stalls", type=int, default=3, help="shards that hang once until the hard time limit")
     ap.add_argument("--heartbeat-ttl-s", type=int, default=6, help="QWEN3B_HEARTBEAT_TTL_S (default 30)")
@@ -618,6 +735,7 @@ def main() -> None:
     results, failure = {}, None
     fault_state = root / "chaos" / "faults"
     stall_shards: set[str] = set()
+    baseline_shards: list[str] = []  # in plan order, read before the baseline's output goes
     for label, chaos in (("baseline", False), ("chaos", True)):
         run_env = dict(env)
         if chaos:
@@ -625,8 +743,7 @@ def main() -> None:
             # after every kind's --min-each turns (due by half the job, Killer.MIN_DONE_BY), since
             # while a stall is in progress Redis is not restarted; and close together, since one
             # window of stalls blocks less than three.
-            plan = load_plan(OutputStore(root / "baseline" / "out"))
-            ids_in_order = [s.shard_id for s in plan.iter_shards()]
+            ids_in_order = baseline_shards
             n = len(ids_in_order)
             width = max(args.stalls, 4 * args.workers)
             first = rng.randrange(n * 55 // 100, max(n * 55 // 100 + 1, n * 80 // 100 - width))
@@ -639,6 +756,7 @@ def main() -> None:
         try:
             results[label] = run_job(run, corpus, chaos, rng, stall_shards, fault_state)
             results[label]["check"] = check(ids, run.out)
+            baseline_shards = [s.shard_id for s in load_plan(OutputStore(run.out)).iter_shards()]
         except RunFailed as exc:
             diagnostics = run.diagnostics()
             print(f"\n\nFAILED: {exc}\nfaults so far:", file=sys.stderr)
@@ -666,6 +784,7 @@ def main() -> None:
     # A passed run keeps its worker and Redis logs (small) for a post-mortem, not its ~100 MB of data.
     for label in results:
         shutil.rmtree(root / label / "out", ignore_errors=True)
+        shutil.rmtree(root / label / "backing", ignore_errors=True)
     corpus.unlink(missing_ok=True)
     print(f"worker logs kept in {root}/*/logs")
 
@@ -683,16 +802,20 @@ def report(results: dict, args, env: dict, stall_shards: set[str], wall: float) 
     ttl, interval, limit = args.heartbeat_ttl_s, args.reconcile_interval_s, args.time_limit_s
     # How soon a hit shard should be available again, by design (plus one poll of slack).
     # A killed pool child is noticed by its Celery parent (billiard) within a few seconds, which then requeues.
+    # enospc: from the disk freed to the next commit: a worker may sleep its backoff's longest step first
     bound = {"kill-child": 4 + POLL_S, "kill-host": ttl + interval + 1 + POLL_S, "pause": ttl + interval + 1 + POLL_S,
-             "stall": limit + 1 + POLL_S, "redis": interval + shard_s + 2 + POLL_S}
+             "stall": limit + 1 + POLL_S, "redis": interval + shard_s + 2 + POLL_S, "enospc": 20.0, "swap": 0.0,
+             "garbage": 0.0}
     table, problems = {}, []
     for kind in args.kinds:
         mine = [f for f in faults if f["kind"] == kind]
-        hit = [f for f in mine if f["kind"] == "redis" or f.get("hit_shard")]
+        hit = [f for f in mine if f["kind"] in ("redis", "enospc") or f.get("hit_shard")]
         rec = [f["recovery_s"] for f in hit if f.get("recovery_s") is not None]
         red = [f["redispatched_s"] for f in hit if f.get("redispatched_s") is not None]
         if kind == "redis":
             red = [f["pending_covered_after_s"] for f in hit if f.get("pending_covered_after_s") is not None]
+        if kind == "enospc":
+            red = rec
         slow = [round(r, 1) for r in red if r > bound[kind]]
         table[kind] = {"count": len(mine), "hit_shard": len(hit), "recovery_p50_s": p50(rec),
                        "recovery_max_s": max(rec) if rec else None, "redispatched_p50_s": p50(red),
@@ -700,7 +823,7 @@ def report(results: dict, args, env: dict, stall_shards: set[str], wall: float) 
                        "redispatched_slower_than_bound": slow}
         if len(mine) < args.min_each:
             problems.append(f"{kind} happened {len(mine)} times, fewer than --min-each {args.min_each}")
-        if kind != "redis" and len(hit) < min(args.min_each, len(mine)):
+        if kind not in ("redis", *ATTACKS) and len(hit) < min(args.min_each, len(mine)):
             problems.append(f"{kind} hit a running shard only {len(hit)} times of {len(mine)}")
         if len(rec) < len(hit):
             problems.append(f"{kind}: {len(hit) - len(rec)} faults have no recovery time")
@@ -716,6 +839,12 @@ def report(results: dict, args, env: dict, stall_shards: set[str], wall: float) 
             problems.append(f"{label}: quarantined shards {r['quarantined']}")
         if r["operator_commands"]:
             problems.append(f"{label}: {r['operator_commands']} operator commands needed")
+        if r["decoy_commits"]:
+            problems.append(f"{label}: {r['decoy_commits']} shards of the other model's job were committed")
+        if r["crashed_workers"]:
+            problems.append(f"{label}: workers exited that nothing killed: {r['crashed_workers']}")
+    if "swap" in args.kinds and not chaos["logs"]["refused_other_model"]:  # a Redis restart may lose one
+        problems.append(f"{by_kind['swap']} model-swap messages sent, none reached a worker: the fault tested nothing")
     all_recovery = [f["recovery_s"] for f in faults if f.get("recovery_s") is not None]
     print(f"\nchaos run: {args.rows:,} rows in {base['shards']} shards, {args.workers} workers, simulated device "
           f"{args.batch_s}s/batch, a fault every ~{args.fault_every_s}s ({args.faults} injected + {len(stall_shards)} "
@@ -729,6 +858,11 @@ def report(results: dict, args, env: dict, stall_shards: set[str], wall: float) 
         ("rows lost", f"{c['rows_lost']}  (must be 0)"), ("duplicate ids", f"{c['duplicate_ids']}  (must be 0)"),
         ("operator commands", f"{chaos['operator_commands']}  (must be 0: no resume, no status, nothing)"),
         ("quarantined shards", str(len(chaos["quarantined"]))),
+        ("other-model shards", f"{chaos['logs']['refused_other_model']} refused, {chaos['decoy_commits']} committed "
+                               "(must be 0)"),
+        ("garbage entries", f"{by_kind['garbage'] * 2 * len(GARBAGE)} pushed, {chaos['logs']['garbage_dropped']} "
+                            f"dropped; workers that exited unkilled: {chaos['crashed_workers'] or 'none'}"),
+        ("store waits", f"{chaos['logs']['store_waits']} deliveries waited for the full disk"),
         ("success marker", chaos["success_marker"]),
         ("faults injected", ", ".join(f"{k} x{by_kind[k]}" for k in args.kinds)
          + ("" if set(args.kinds) == set(ALL_KINDS) else "  (--kinds: NOT every kind)")),
@@ -760,8 +894,8 @@ def report(results: dict, args, env: dict, stall_shards: set[str], wall: float) 
         red = [r for r in red if r is not None]
         print(f"{kind:<11} {row['count']:>2} {row['hit_shard']:>3}  {stats(rec):>20}  {stats(red):>23}  "
               f"{row['redispatch_bound_s']:>5}s  {row['redispatched_slower_than_bound'] or ''}")
-    print("  to commit: fault -> commit of the shard it hit (redis: -> commits again AND every shard pending at the "
-          "restart queued or committed)\n  re-dispatched: fault -> the shard available again (a message waits for it, "
+    print("  to commit: fault -> commit of the shard it hit (redis: -> commits again AND every shard published and "
+          "pending at the restart queued or committed)\n  re-dispatched: fault -> the shard available again (a message waits for it, "
           "another process runs it, or it is committed; redis: every pending shard queued or committed)\n  bound: "
           "what the design promises for re-dispatch (TTL + interval for a dead or paused worker, the hard limit for "
           "a stall, Celery's requeue once billiard notices a killed child)")
@@ -780,8 +914,9 @@ def report(results: dict, args, env: dict, stall_shards: set[str], wall: float) 
                "recovery_definition": {
                    "kill-child/kill-host/pause": "signal -> committed_at of the victim's heartbeat current_shard",
                    "stall": "stall start (-once marker mtime) -> committed_at of the shard",
-                   "redis": "restart -> max(first commit of a shard started after the restart, every shard pending at "
-                            "the restart seen committed or named by a message in the restarted broker)",
+                   "redis": "restart -> max(first commit of a shard started after the restart, every shard published "
+                            "(below the cursor) and pending at the restart seen committed or named by a message in "
+                            "the restarted broker)",
                    "redispatched": "fault -> a message for the shard waits in the queue, or a process other than the "
                                    "victim's runs it, or it is committed"},
                "recovery_by_kind": table,
