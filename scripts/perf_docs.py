@@ -291,9 +291,18 @@ the forward pass only.
 def chaos(path: Path, d: dict) -> str:
     c, base = d["chaos"], d["baseline"]
     check = c["check"]
-    rows = [[kind, r["count"], f"{r['recovery_p50_s']:.1f} / {r['recovery_max_s']:.1f}",
-             f"{r['redispatched_p50_s']:.1f} / {r['redispatched_max_s']:.1f}"]
+    def pair(a, b):
+        return "n/a" if a is None else f"{a:.1f} / {b:.1f}"
+
+    rows = [[kind, r["count"], pair(r["recovery_p50_s"], r["recovery_max_s"]),
+             pair(r["redispatched_p50_s"], r["redispatched_max_s"])]
             for kind, r in sorted(d["recovery_by_kind"].items())]
+    logs = c.get("logs", {})
+    attacks = [["other-model shard messages refused / committed",
+                f"{logs['refused_other_model']} / **{c['decoy_commits']}**"],
+               ["garbage entries dropped; workers that exited unkilled",
+                f"{logs['garbage_dropped']}; **{len(c['crashed_workers'])}**"],
+               ["deliveries that waited for the full disk", f"{logs['store_waits']}"]] if "decoy_commits" in c else []
     settings = ", ".join(f"{k}={v}" for k, v in d["settings"].items() if k.startswith("QWEN3B_"))
     return f"""
 ## Chaos: a job under random faults, checked id by id
@@ -306,6 +315,7 @@ defaults, to make the run short): {settings}.
 
 {table(["", "result"], [["rows lost", f"**{check['rows_lost']}**"], ["duplicate ids", f"**{check['duplicate_ids']}**"],
                         ["operator commands needed", f"**{d['operator_commands']}**"],
+                        ["shards quarantined", f"**{len(c['quarantined'])}**"], *attacks,
                         ["rows out / rejected", f"{check['rows_out']:,} / {check['rows_rejected']:,}"],
                         ["throughput with faults vs without", f"{c['rows_per_s']:,.0f} / {base['rows_per_s']:,.0f} rows/s"
                                                               f" ({d['throughput_ratio']:.2f}x)"]])}
