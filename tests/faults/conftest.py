@@ -2,17 +2,24 @@
 real tokenising, batching, Parquet and commits, a short sleep for the device), and fault points
 that hold a shard at a step until the test releases it (common.faults.Barrier), never sleeps."""
 
+import contextlib
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
+import pytest
 from celery import Celery
 from kombu import Exchange, Queue
 
 from common.faults import Barrier
 from common.io.store import OutputStore
-from tests.integration.conftest import local_cluster, redis_server  # noqa: F401  (shared fixtures)
 from harness import cluster
+from tests.integration.conftest import local_cluster, redis_server  # noqa: F401  (shared fixtures)
 
 SIM = {"QWEN3B_SIM_BATCH_S": "0.02"}
+FAKES = Path(__file__).resolve().parents[1] / "fakes"
 # Workers that count as gone after 6 s without a heartbeat, checked every 2 s: the self-healing
 # tests then take seconds. The test of the 60 s promise runs with the defaults.
 QUICK_HEALING = {"QWEN3B_HEARTBEAT_TTL_S": "6", "QWEN3B_RECONCILE_INTERVAL_S": "2"}
@@ -61,3 +68,28 @@ def send_through_plain_celery(url: str, queue: str, task: str, kwargs: dict) -> 
     target = Queue(queue, Exchange(queue, type="direct"), routing_key=queue)
     app.send_task(task, kwargs=kwargs, queue=target, declare=[target])
     app.close()
+
+
+@contextlib.contextmanager
+def fuse_mount(fake: str, backing: Path, mount: Path, *extra: str, what: str):
+    """`mount` as a FUSE mount of `backing` served by tests/fakes/<fake> (needs root, /dev/fuse and
+    libfuse2, which `make test` installs); unmounted afterwards, lazily if it is still busy."""
+    backing.mkdir()
+    mount.mkdir()
+    fs = subprocess.Popen([sys.executable, str(FAKES / fake), str(backing), str(mount), *extra],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 20
+    while not os.path.ismount(mount):
+        if fs.poll() is not None or time.monotonic() > deadline:
+            fs.kill()
+            pytest.fail(f"could not mount the {what} FUSE file system (root, /dev/fuse and libfuse2 needed): "
+                        f"{fs.stdout.read().decode(errors='replace')[-2000:]}")
+        time.sleep(0.05)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], capture_output=True)
+        fs.terminate()
+        fs.wait(10)
+        if os.path.ismount(mount):
+            subprocess.run(["umount", "-l", str(mount)], capture_output=True)

@@ -4,11 +4,7 @@ data file deleted under a running job. Each job completes by itself, with no ope
 every row exactly once. Real workers, a private redis-server."""
 
 import json
-import os
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -16,40 +12,19 @@ from common.io.plans import load_plan
 from common.io.store import OutputStore
 from harness import cluster
 from harness.outputs import commit_records
-from tests.faults.conftest import faults, start, submit, wait_for
-from tests.integration.conftest import (
-    assert_every_id_exactly_once,
-    wait_until_finished,
-    write_corpus,
-)
+from tests.faults.conftest import faults, fuse_mount, start, submit, wait_for
+from tests.integration.conftest import assert_every_id_exactly_once, wait_until_finished, write_corpus
 
 pytestmark = pytest.mark.slow
-
-FAKES = Path(__file__).resolve().parents[1] / "fakes"
 
 
 @pytest.fixture
 def faulty_mount(tmp_path):
     """(mount, control): a FUSE mount of a folder whose writes fail with the errno named in the
     control file while it names one (needs root, /dev/fuse and libfuse2, which `make test` installs)."""
-    backing, mount, control = tmp_path / "backing", tmp_path / "mnt", tmp_path / "fault"
-    backing.mkdir()
-    mount.mkdir()
-    fs = subprocess.Popen([sys.executable, str(FAKES / "faulty_fs.py"), str(backing), str(mount), str(control)],
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 20
-    while not os.path.ismount(mount):
-        if fs.poll() is not None or time.monotonic() > deadline:
-            fs.kill()
-            pytest.fail(f"could not mount the faulty FUSE file system (root, /dev/fuse and libfuse2 needed): "
-                        f"{fs.stdout.read().decode(errors='replace')[-2000:]}")
-        time.sleep(0.05)
-    yield mount, control
-    subprocess.run(["umount", str(mount)], capture_output=True)
-    fs.terminate()
-    fs.wait(10)
-    if os.path.ismount(mount):
-        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+    control = tmp_path / "fault"
+    with fuse_mount("faulty_fs.py", tmp_path / "backing", tmp_path / "mnt", str(control), what="faulty") as mount:
+        yield mount, control
 
 
 @pytest.mark.parametrize("fault", ["ENOSPC", "EROFS"])

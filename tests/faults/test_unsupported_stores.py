@@ -3,17 +3,14 @@ an output filesystem without hard links (a real FUSE mount that refuses link(2),
 mounts do), an NFS link reported as EEXIST after a retransmit, and a Redis that evicts keys."""
 
 import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from common.io.local_store import link_exclusive
-from tests.faults.conftest import SIM
-from tests.integration.conftest import write_corpus
 from harness import cluster
+from tests.faults.conftest import SIM, fuse_mount
+from tests.integration.conftest import write_corpus
 
 FAKES = Path(__file__).resolve().parents[1] / "fakes"
 
@@ -22,24 +19,8 @@ FAKES = Path(__file__).resolve().parents[1] / "fakes"
 def nolinks_mount(tmp_path):
     """A FUSE mount of a folder whose link(2) fails with EPERM (needs root, /dev/fuse and libfuse2,
     which `make test` installs)."""
-    backing, mount = tmp_path / "backing", tmp_path / "mnt"
-    backing.mkdir()
-    mount.mkdir()
-    fs = subprocess.Popen([sys.executable, str(FAKES / "nolinks_fs.py"), str(backing), str(mount)],
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 20
-    while not os.path.ismount(mount):
-        if fs.poll() is not None or time.monotonic() > deadline:
-            fs.kill()
-            pytest.fail(f"could not mount the link-less FUSE file system (root, /dev/fuse and libfuse2 needed): "
-                        f"{fs.stdout.read().decode(errors='replace')[-2000:]}")
-        time.sleep(0.05)
-    yield mount
-    subprocess.run(["umount", str(mount)], capture_output=True)
-    fs.terminate()
-    fs.wait(10)
-    if os.path.ismount(mount):
-        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+    with fuse_mount("nolinks_fs.py", tmp_path / "backing", tmp_path / "mnt", what="link-less") as mount:
+        yield mount
 
 
 def test_a_submit_into_an_output_without_hard_links_says_what_to_do_and_enqueues_nothing(local_cluster,
