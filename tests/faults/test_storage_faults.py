@@ -12,7 +12,7 @@ from common.io.plans import load_plan
 from common.io.store import OutputStore
 from harness import cluster
 from harness.outputs import commit_records
-from tests.faults.conftest import faults, fuse_mount, start, submit, wait_for
+from tests.faults.conftest import QUICK_HEALING, faults, fuse_mount, start, submit, wait_for
 from tests.integration.conftest import assert_every_id_exactly_once, wait_until_finished, write_corpus
 
 pytestmark = pytest.mark.slow
@@ -46,7 +46,7 @@ def test_an_output_disk_that_fails_for_a_while_is_waited_out_and_the_job_complet
     assert any(fault in why for why in status["stalled"].values()), status
     assert status["shards_quarantined"] == 0
     # and once the disk has room again (or is writable), the job completes with no command
-    time.sleep(5)  # a few failed deliveries: none may count towards a quarantine
+    time.sleep(2)  # more failed deliveries: none may count towards a quarantine
     control.write_text("")
     state = wait_until_finished(out, timeout_s=180)
     assert state.success.status == "completed" and not state.quarantined
@@ -60,7 +60,7 @@ def test_a_committed_data_file_deleted_mid_job_is_computed_again_once_and_the_jo
     # Given a job whose shards are held before they commit
     ids = write_corpus(tmp_path / "c.jsonl", 400)
     out = tmp_path / "out"
-    start(local_cluster, 1, tiny_embed_model, env=faults(barrier, "before_commit:wait"))
+    start(local_cluster, 1, tiny_embed_model, env={**QUICK_HEALING, **faults(barrier, "before_commit:wait")})
     submit(local_cluster, tiny_embed_model, tmp_path / "c.jsonl", out, 100)
     [first] = barrier.wait_reached("before_commit")
     barrier.release("before_commit", first)
