@@ -73,6 +73,15 @@ def is_transient(exc: BaseException) -> bool:
     return False
 
 
+STORE_BACKOFF_MAX_S = 60  # the longest wait between attempts while the store fails
+
+
+def store_backoff_s(failures: int, base_s: float) -> float:
+    """How long to wait after the store failed `failures` times in a row: base, doubling, at most
+    STORE_BACKOFF_MAX_S (a store that is out for an hour is retried every minute)."""
+    return min(STORE_BACKOFF_MAX_S, base_s * 2 ** min(failures, 8))
+
+
 def describe(exc: BaseException) -> str:
     """One line naming the error and, for an OS error, its errno name (ENOSPC reads better than 28)."""
     name = errno.errorcode.get(getattr(exc, "errno", None) or -1, "")

@@ -5,7 +5,7 @@ import time
 from collections.abc import Callable
 
 from common import defaults
-from common.errors import CommitBroken, PermanentShardError, describe, is_transient
+from common.errors import CommitBroken, PermanentShardError, describe, is_transient, store_backoff_s
 from common.io.manifest import save_manifest
 from common.io.plans import Plan
 from common.io.store import OutputStore
@@ -18,7 +18,6 @@ from workers.pipeline import run_shard
 log = logging.getLogger(__name__)
 
 MAX_ROUNDS = 3  # end-of-job checks that may send withdrawn shards round again
-STORE_BACKOFF_MAX_S = 60  # the longest wait between attempts while the store fails
 FOLD_EVERY_S = 10.0  # the manifest is brought up to date this often (what `producer status` elsewhere reads)
 
 
@@ -94,7 +93,7 @@ class LocalRun:
             except Exception as exc:  # one bad shard never kills the job
                 if is_transient(exc):  # a full, read-only or unreachable store: wait for it, without a bound
                     attempt, waited = attempt - 1, waited + 1
-                    delay = min(STORE_BACKOFF_MAX_S, 2 ** min(waited, 6))
+                    delay = store_backoff_s(waited, 1)
                     log.warning("shard %s: the store fails (%s); retrying in %d s", shard.shard_id, describe(exc),
                                 delay)
                     time.sleep(delay)

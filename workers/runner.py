@@ -21,7 +21,7 @@ import pydantic
 import redis
 
 from common import dispatch, faults, heartbeats, keys, window
-from common.errors import CommitBroken, PermanentShardError, RefusedMessage, describe, is_transient
+from common.errors import CommitBroken, PermanentShardError, RefusedMessage, describe, is_transient, store_backoff_s
 from common.io.plans import Plan, load_plan
 from common.io.store import OutputStore, new_attempt_id
 from common.model_identity import model_ref
@@ -36,7 +36,6 @@ from workers.pipeline import run_shard
 log = logging.getLogger(__name__)
 
 PLANS_KEPT = 16  # jobs whose plans a worker keeps open (a job's plan is read again when it comes back)
-STORE_BACKOFF_MAX_S = 60  # the longest wait between deliveries of a shard while the store fails
 
 
 class RetryShard(Exception):
@@ -276,7 +275,8 @@ def failed(ctx: WorkerContext, store: OutputStore, plan: Plan, shard: ShardSpec,
             note = note or Note(new_attempt_id(), AttemptNote(shard_id=shard.shard_id, worker=ctx.name,
                                                               started_at=time.time()))
             store.note_attempt(note.token, note.body.model_copy(update={"error": reason}))
-            failures = len(store.attempt_notes(shard.shard_id))
+            notes = store.attempt_notes(shard.shard_id)
+            failures = len(notes)
     except Exception as store_exc:  # the store itself fails: what to wait for
         if not is_transient(store_exc):
             raise
@@ -287,8 +287,7 @@ def failed(ctx: WorkerContext, store: OutputStore, plan: Plan, shard: ShardSpec,
         log.error("shard %s of %s failed (%d of %d noted): %s", shard.shard_id, plan.job_id, failures,
                   ctx.settings.max_attempts, reason, exc_info=exc)
         if failures >= ctx.settings.max_attempts:
-            quarantine(ctx, store, plan, shard, failures,
-                       quarantine_reason(ctx, plan, shard, store.attempt_notes(shard.shard_id)))
+            quarantine(ctx, store, plan, shard, failures, quarantine_reason(ctx, plan, shard, notes))
             return "quarantined"
         time.sleep(ctx.settings.retry_countdown_s)  # still this worker's: nothing publishes it meanwhile
     dispatch.note_error(ctx.redis, plan.job_id, shard.shard_id, reason)
@@ -299,11 +298,11 @@ def failed(ctx: WorkerContext, store: OutputStore, plan: Plan, shard: ShardSpec,
 
 
 def wait_for_store(ctx: WorkerContext, what: str, reason: str) -> None:
-    """Back off before the delivery is repeated: 2, 4, 8 ... up to STORE_BACKOFF_MAX_S seconds while
+    """Back off before the delivery is repeated: 2, 4, 8 ... up to a minute while
     the store keeps failing, the cause in this worker's heartbeat (`producer workers`, `status`,
     `--wait` show it). The shard stays this worker's meanwhile, so nothing publishes it again."""
     ctx.store_failures += 1
-    delay = min(STORE_BACKOFF_MAX_S, ctx.settings.retry_countdown_s * 2 ** min(ctx.store_failures, 8))
+    delay = store_backoff_s(ctx.store_failures, ctx.settings.retry_countdown_s)
     delay *= random.uniform(0.8, 1.2)  # workers that failed together do not all come back at once
     ctx.stalled = f"{reason[:300]} ({what}; retrying in {delay:.0f} s)"
     log.warning("the store fails: %s; %s is retried in %.0f s", reason, what, delay)
