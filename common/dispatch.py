@@ -163,11 +163,11 @@ def note_error(client: redis.Redis, job_id: str, shard_id: str, reason: str) -> 
 
 
 def announce(client: redis.Redis, job_id: str, shard: ShardSpec, kind: str, rows_in: int = 0, rows_out: int = 0,
-             rows_rejected: int = 0, tokens: int = 0) -> int:
+             rows_rejected: int = 0, tokens: int = 0, rows_deduplicated: int = 0, rows_reused: int = 0) -> int:
     """A shard is committed ("c") or quarantined ("q"): logged for the next fold, its done bit set,
     its records dropped, in one step; followers are told on the job's channel. Returns how many
     shards have their done bit set (the job may be finished when that is all of them)."""
-    event = Event(kind, shard.ordinal, rows_in, rows_out, rows_rejected, tokens)
+    event = Event(kind, shard.ordinal, rows_in, rows_out, rows_rejected, tokens, rows_deduplicated, rows_reused)
     with client.pipeline(transaction=True) as pipe:
         pipe.rpush(keys.job_log(job_id), event.encode())
         pipe.setbit(keys.job_done(job_id), shard.ordinal, 1)

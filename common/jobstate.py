@@ -57,9 +57,12 @@ class Event:
     rows_out: int = 0
     rows_rejected: int = 0
     tokens: int = 0
+    rows_deduplicated: int = 0
+    rows_reused: int = 0
 
     def encode(self) -> str:
-        return f"{self.kind} {self.ordinal} {self.rows_in} {self.rows_out} {self.rows_rejected} {self.tokens}"
+        return (f"{self.kind} {self.ordinal} {self.rows_in} {self.rows_out} {self.rows_rejected} {self.tokens} "
+                f"{self.rows_deduplicated} {self.rows_reused}")
 
     @classmethod
     def decode(cls, raw: bytes | str) -> "Event | None":
@@ -69,7 +72,7 @@ class Event:
             values = [int(n) for n in numbers]
         except (ValueError, UnicodeDecodeError):
             return None
-        if kind not in ("c", "q") or len(values) != 5 or min(values) < 0:
+        if kind not in ("c", "q") or len(values) not in (5, 7) or min(values) < 0:
             return None
         return cls(kind, *values)
 
@@ -108,6 +111,18 @@ class JobState:
     @property
     def tokens(self) -> int:
         return self.manifest.tokens + sum(e.tokens for e in self.fresh_commits)
+
+    @property
+    def rows_deduplicated(self) -> int:
+        return self.manifest.rows_deduplicated + sum(e.rows_deduplicated for e in self.fresh_commits)
+
+    @property
+    def rows_reused(self) -> int:
+        return self.manifest.rows_reused + sum(e.rows_reused for e in self.fresh_commits)
+
+    @property
+    def rows_computed(self) -> int:
+        return self.rows_out - self.rows_deduplicated - self.rows_reused
 
     @property
     def shards_committed(self) -> int:
@@ -241,7 +256,10 @@ def finalize(store: OutputStore, plan: Plan, manifest: Manifest,
     marker = SuccessMarker(
         job_id=plan.job_id, status="completed_with_failures" if quarantined else "completed",
         rows_in=plan.rows_total, rows_out=manifest.rows_out, rows_rejected=manifest.rows_rejected,
-        rows_in_quarantined_shards=manifest.rows_in_quarantined, shards_committed=manifest.shards_committed,
+        rows_in_quarantined_shards=manifest.rows_in_quarantined,
+        rows_computed=manifest.rows_out - manifest.rows_deduplicated - manifest.rows_reused,
+        rows_deduplicated=manifest.rows_deduplicated, rows_reused=manifest.rows_reused,
+        shards_committed=manifest.shards_committed,
         shards_quarantined=tuple(quarantined), finished_at=time.time(),
         check_seconds=round(time.perf_counter() - started, 3), simulated=manifest.simulated,
         random_weights=manifest.random_weights)
@@ -342,10 +360,10 @@ def bounded_map(fn, items: Iterable, threads: int) -> Iterator:
             yield pending.popleft().result()
 
 
-def read_ids(store: OutputStore, key: str) -> pa.Array | None:
-    """A data file's id column (None when the file is gone). One read of its tail, which for a
-    small file is the whole file; a larger one needs a second read for the column (its footer says
-    where)."""
+def read_ids(store: OutputStore, key: str, column: str = "id") -> pa.Array | None:
+    """A data file's id column, or another (None when the file is gone). One read of its tail,
+    which for a small file is the whole file; a larger one needs a second read for the column (its
+    footer says where)."""
     import io
 
     try:
@@ -353,6 +371,6 @@ def read_ids(store: OutputStore, key: str) -> pa.Array | None:
     except FileNotFoundError:
         return None
     if len(tail) < SMALL_FILE_BYTES:
-        return pq.ParquetFile(io.BytesIO(tail)).read(columns=["id"], use_threads=False).column(0).combine_chunks()
+        return pq.ParquetFile(io.BytesIO(tail)).read(columns=[column], use_threads=False).column(0).combine_chunks()
     with store.open_read(key) as f:
-        return pq.ParquetFile(f).read(columns=["id"], use_threads=False).column(0).combine_chunks()
+        return pq.ParquetFile(f).read(columns=[column], use_threads=False).column(0).combine_chunks()

@@ -15,7 +15,7 @@ MODEL_TAG = re.compile(r"^[a-z0-9_][a-z0-9_-]{0,39}-[0-9a-f]{8}$")  # see keys.m
 IDENTITY = re.compile(r"^[0-9a-f]{64}$")
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 MAX_PATH_CHARS = 4096
-SEMANTICS_VERSION = 2  # bump when a change alters outputs or their layout; it is part of every job fingerprint
+SEMANTICS_VERSION = 3  # bump when a change alters outputs or their layout; it is part of every job fingerprint
 MAX_ORDINAL = 10**9  # shards per job, far above any real job (5e5 shards is 1e9 rows of 2,000)
 
 
@@ -95,6 +95,8 @@ class JobSpec(Frozen):
     document_column: str = defaults.DEFAULT_DOCUMENT_COLUMN
     keep_columns: tuple[str, ...] = ()  # input columns copied into the output next to the id
     shard_rows: int = Field(default=defaults.DEFAULT_SHARD_ROWS, ge=1)
+    dedup: bool = True  # rows of identical input get their value from one computation (common/io/content.py)
+    reuse: tuple[Location, ...] = ()  # earlier outputs whose values are copied for the inputs they hold
 
     @model_validator(mode="after")
     def _valid_options(self):
@@ -105,7 +107,7 @@ class JobSpec(Frozen):
         options.check_dim(self.dim)
         if self.dim is not None and self.task != "embed":
             raise ValueError("--dim applies to embeddings only (--task embed)")
-        clash = set(self.keep_columns) & {"id", "embedding", "score", "n_tokens", "truncated"}
+        clash = set(self.keep_columns) & {"id", "embedding", "score", "n_tokens", "truncated", "input_hash"}
         if clash:
             raise ValueError(f"--keep-columns {', '.join(sorted(clash))}: the output has columns of that name")
         return self
@@ -155,6 +157,9 @@ class PlanHeader(Frozen):
     files_total: int
     id_type: Literal["int64", "string"]
     duplicate_ids: int  # rows whose id was seen earlier in the corpus; they become rejects
+    copies: int = 0  # rows whose input occurs earlier in the corpus: copied from that row, not computed
+    reusable: int = 0  # rows whose input a --reuse source holds: copied from it
+    reuse_fingerprints: tuple[str, ...] = ()  # of the --reuse sources' jobs, as planned
     queue: str
     tables: str  # the folder of the shard, input and duplicate-id tables, under the output
     tables_bytes: dict[str, int] = {}  # each table's size: a bucket reads it with no HEAD request first
@@ -194,6 +199,10 @@ class CommitRecord(Frozen):
     reject_file: str | None
     data_sha256: str  # of the file as written, before any upload
     data_bytes: int = 0
+    # Of rows_out: copied from a row of identical input in this job, or from a --reuse source (the
+    # rest, rows computed, a model produced)
+    rows_deduplicated: int = 0
+    rows_reused: int = 0
     worker: str
     seconds: float
     committed_at: float
@@ -229,6 +238,9 @@ class SuccessMarker(Frozen):
     rows_out: int
     rows_rejected: int
     rows_in_quarantined_shards: int
+    rows_computed: int = 0  # of rows_out: produced by the model; the rest were copied
+    rows_deduplicated: int = 0
+    rows_reused: int = 0
     shards_committed: int
     shards_quarantined: tuple[str, ...]
     finished_at: float

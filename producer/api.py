@@ -70,6 +70,9 @@ class JobStatus:
     shards_committed: int
     shards_quarantined: int
     shards_pending: int
+    rows_computed: int = 0  # of rows_out: vectors (or scores) the model produced
+    rows_deduplicated: int = 0  # of rows_out: copied from a row of identical input in this job
+    rows_reused: int = 0  # of rows_out: copied from a --reuse source
     quarantined: dict[str, str] = field(default_factory=dict)  # shard -> reason (the first 100)
     changed_inputs: list[str] = field(default_factory=list)  # from the reasons of shards quarantined for it
     refusals: dict[str, str] = field(default_factory=dict)  # shard -> why a worker refused its message
@@ -145,6 +148,8 @@ class Job:
             model=spec.model.source, task=spec.task, queue=self.plan.queue,
             rows_total=self.plan.rows_total, rows_done=state.rows_done, rows_out=state.rows_out,
             rows_rejected=state.rows_rejected, tokens=state.tokens, shards_total=self.plan.shards_total,
+            rows_computed=state.rows_computed, rows_deduplicated=state.rows_deduplicated,
+            rows_reused=state.rows_reused,
             shards_committed=state.shards_committed, shards_quarantined=state.shards_quarantined,
             shards_pending=self.plan.shards_total - state.shards_done, quarantined=reasons,
             changed_inputs=sorted({r.removeprefix("input_changed: ").split("; ", 1)[0]
@@ -208,14 +213,18 @@ def submit(inputs: str | Path, *, model: str | Path, out: str | Path, task: str 
            text_column: str = defaults.DEFAULT_TEXT_COLUMN, query_column: str = defaults.DEFAULT_QUERY_COLUMN,
            document_column: str = defaults.DEFAULT_DOCUMENT_COLUMN, keep_columns: tuple[str, ...] = (),
            shard_rows: int = defaults.DEFAULT_SHARD_ROWS, name: str | None = None, progress: bool | Reporter = True,
-           settings: Settings | None = None, engine=None) -> Job:
+           settings: Settings | None = None, engine=None, dedup: bool = True,
+           reuse: list[str | Path] | tuple = ()) -> Job:
     """Plan a job over `inputs` (a jsonl/Parquet file, a folder of them, or a glob) and enqueue its
     shards for the workers, or with local=True run it here and return when it is done. The same
     job submitted again resumes it; another job into the same `out` is refused, naming what differs.
 
     dtype "auto": queued, what the live workers of this model serve (fp32 if none is up yet);
     local, what fits `device` (fp32 on cpu, bf16 on cuda). engine: with local=True, an engine already
-    loaded (workers.engines.registry.create_engine) to run the job on, e.g. across several jobs."""
+    loaded (workers.engines.registry.create_engine) to run the job on, e.g. across several jobs.
+    dedup: rows of identical input get their value from one computation (False: each is computed).
+    reuse: earlier outputs of the same model and options, whose values are copied for the inputs
+    they hold (docs/dedup.md)."""
     settings = settings or load_settings()
     reporter = progress if isinstance(progress, Reporter) else reporter_for(None, bool(progress))
     store = OutputStore(settings.output_location(str(out)))
@@ -223,7 +232,8 @@ def submit(inputs: str | Path, *, model: str | Path, out: str | Path, task: str 
     spec = build_spec(model=str(model), task=task, dtype=dtype, backend=backend, device=device, seqlens=seqlens,
                       instruction=instruction, query=query, dim=dim, output_dtype=output_dtype, id_column=id_column,
                       text_column=text_column, query_column=query_column, document_column=document_column,
-                      keep_columns=tuple(keep_columns), shard_rows=shard_rows, client=client, reporter=reporter)
+                      keep_columns=tuple(keep_columns), shard_rows=shard_rows, client=client, reporter=reporter,
+                      dedup=dedup, reuse=tuple(settings.output_location(str(r)) for r in reuse))
     store.check_commits_supported()
     plan = make_plan(str(inputs), spec, store, name, reporter)
     job = Job(store, plan, settings, client)
@@ -285,10 +295,15 @@ def auto_dtype(client: redis.Redis | None, identity: str, task: str, backend: st
 def make_plan(inputs: str, spec: JobSpec, store: OutputStore, name: str | None, reporter: Reporter) -> Plan:
     started = time.perf_counter()
     plan, new = plan_job(inputs, spec, store, name,
-                         lambda i, n, path: reporter.note(f"planning: scanning input {i + 1}/{n} {path}"))
+                         lambda i, n, path: reporter.note(f"planning: scanning input {i + 1}/{n} {path}"),
+                         reporter.note)
     verb = "planned" if new else "resuming"
+    copied = ""
+    if plan.header.copies or plan.header.reusable:
+        copied = (f", {plan.header.copies:,} rows repeat an earlier row's input and {plan.header.reusable:,} are held "
+                  "by --reuse sources (copied, not computed)")
     reporter.note(f"{verb} job {plan.job_id}: {plan.rows_total:,} rows in {plan.files_total} files, "
-                  f"{plan.shards_total} shards, {plan.duplicate_ids:,} duplicate ids, queue {plan.queue} "
+                  f"{plan.shards_total} shards, {plan.duplicate_ids:,} duplicate ids{copied}, queue {plan.queue} "
                   f"({time.perf_counter() - started:.1f}s)")
     return plan
 
@@ -316,7 +331,8 @@ def run_here(job: Job, device: str, reporter: Reporter, engine=None) -> JobStatu
     def show() -> None:
         state = run.state
         reporter.update(Snapshot(job.plan.rows_total, state.rows_done, state.rows_done + window[0],
-                                 state.tokens + window[1], state.shards_quarantined))
+                                 state.tokens + window[1], state.shards_quarantined,
+                                 state.rows_deduplicated + state.rows_reused))
 
     def on_progress(rows: int, tokens: int) -> None:
         window[0] += rows
@@ -359,7 +375,7 @@ def follow(job: Job, reporter: Reporter, timeout_s: float | None) -> JobStatus:
             reporter.update(Snapshot(plan.rows_total, state.rows_done,
                                      state.rows_done + sum(int(w.get("current_rows", 0)) for w in in_flight),
                                      state.tokens + sum(int(w.get("current_tokens", 0)) for w in in_flight),
-                                     state.shards_quarantined))
+                                     state.shards_quarantined, state.rows_deduplicated + state.rows_reused))
             if state.finished or state.cancelled or state.manifest.problems:
                 break
             now = time.monotonic()

@@ -70,6 +70,11 @@ def submit(
                                   help="with --wait: give up once no worker has served the job's queue this long"),
     local: bool = typer.Option(False, "--local", metavar=FLAG, help="run the job in this process, no broker"),
     device: str = typer.Option(defaults.DEFAULT_DEVICE, metavar="DEVICE", help="--local only: cpu | cuda:N"),
+    dedup: bool = typer.Option(True, "--dedup/--no-dedup", help="rows of identical input get their value from one "
+                               "computation (--no-dedup: every row is computed)"),
+    reuse: list[str] = typer.Option([], "--reuse", metavar="OUT", show_default=False,
+                                    help="an earlier output of the same model and options: its values are copied for "
+                                         "the inputs it holds (repeatable)"),
 ):
     """Plan a job over INPUTS (a .jsonl or .parquet file, a folder of them, or a glob) and enqueue
     its shards for the workers, or run them here with --local.
@@ -81,7 +86,7 @@ def submit(
                      dim=dim, output_dtype=output_dtype, id_column=id_column, text_column=text_column,
                      query_column=query_column, document_column=document_column,
                      keep_columns=tuple(c.strip() for c in keep_columns.split(",") if c.strip()),
-                     shard_rows=shard_rows, name=name, progress=reporter_for(console))
+                     shard_rows=shard_rows, name=name, progress=reporter_for(console), dedup=dedup, reuse=reuse)
     if local:
         finish(job.status())
     if not wait:

@@ -107,7 +107,8 @@ class LocalRun:
 
     @staticmethod
     def event_of(record, shard: ShardSpec) -> Event:
-        return Event("c", shard.ordinal, record.rows_in, record.rows_out, record.rows_rejected, record.tokens)
+        return Event("c", shard.ordinal, record.rows_in, record.rows_out, record.rows_rejected, record.tokens,
+                     record.rows_deduplicated, record.rows_reused)
 
     def note(self, event: Event) -> None:
         """A shard done: counted now (progress), folded into the store's manifest every few seconds."""

@@ -10,18 +10,24 @@ neither the corpus nor the number of shards.
 import hashlib
 import json
 import time
+from array import array
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
 from common.errors import ConfigError
 from common.io import corpus, fs
+from common.io.content import ContentIndex
 from common.io.duplicates import DuplicateFinder
 from common.io.plans import Plan, PlanTables, keep_schema_text, load_plan, save_header
 from common.io.store import JobConflictError, OutputStore
 from common.keys import shard_queue
 from common.schemas import JOB_NAME, SEMANTICS_VERSION, JobSpec, PlanHeader
+from producer import reuse
 
 CODE_VERSION = "0.1.0"
+EXPECTED_ROW_BYTES = 200  # a guess of a corpus's bytes per row, for the content index's partition count
 
 
 def input_identity(url: str, fmt: str) -> tuple[str, str, int, str]:
@@ -31,14 +37,16 @@ def input_identity(url: str, fmt: str) -> tuple[str, str, int, str]:
     return url, fmt, size, corpus.sample_sha256(url, size)
 
 
-def fingerprint(spec: JobSpec, inputs: list[tuple[str, str, int, str]]) -> str:
-    """Identity of a job: its inputs' identities, model, options and the semantics version.
-    Computed before scanning, so a resubmission costs no scan at all."""
+def fingerprint(spec: JobSpec, inputs: list[tuple[str, str, int, str]], reused: tuple[str, ...] = ()) -> str:
+    """Identity of a job: its inputs' identities, model, options, the semantics version and the
+    jobs of its --reuse sources. Computed before scanning, so a resubmission costs no scan at all."""
     h = hashlib.sha256()
     h.update(spec.model_dump_json().encode())
     h.update(f"semantics={SEMANTICS_VERSION}".encode())
     for identity in inputs:
         h.update(json.dumps(list(identity)).encode())
+    for reused_fingerprint in reused:
+        h.update(f"reuse={reused_fingerprint}".encode())
     return h.hexdigest()
 
 
@@ -48,14 +56,16 @@ def job_id_for(fp: str, output: str, name: str | None) -> str:
 
 
 def plan_job(source: str, spec: JobSpec, store: OutputStore, name: str | None = None,
-             on_file: Callable[[int, int, Path], None] | None = None) -> tuple[Plan, bool]:
+             on_file: Callable[[int, int, Path], None] | None = None,
+             on_note: Callable[[str], None] | None = None) -> tuple[Plan, bool]:
     """(the plan owning this output, whether it was made now). Raises JobConflictError, naming what
     changed, when the output belongs to a different job."""
     if name is not None and not JOB_NAME.match(name):
         raise ConfigError(f"--name {name!r} must match {JOB_NAME.pattern} (letters, digits, '.', '_', '-')")
     inputs = corpus.discover_inputs(source)
     identities = [input_identity(path, fmt) for path, fmt in inputs]
-    fp = fingerprint(spec, identities)
+    sources = reuse.open_sources(spec, store.url)
+    fp = fingerprint(spec, identities, tuple(s.plan.fingerprint for s in sources))
     if store.has_plan():
         existing = load_plan(store)
         if existing.fingerprint != fp:
@@ -64,27 +74,45 @@ def plan_job(source: str, spec: JobSpec, store: OutputStore, name: str | None = 
                                    "delete that output to start over")
         return existing, False
     tables = PlanTables()
-    finder = DuplicateFinder(total_bytes=sum(size for _, _, size, _ in identities))
-    rows_total, shards_total, kept = 0, 0, KeptTypes(spec.keep_columns)
+    corpus_bytes = sum(size for _, _, size, _ in identities)
+    finder = DuplicateFinder(total_bytes=corpus_bytes)
+    content = ContentIndex(corpus_bytes // EXPECTED_ROW_BYTES + sum(s.plan.rows_total for s in sources),
+                           dedup=spec.dedup) if spec.dedup or sources else None
+    rows_total, kept = 0, KeptTypes(spec.keep_columns)
+    row_bases, shard_starts = [], array("q")
+
+    def add_shard(shard) -> None:
+        tables.add_shard(shard)
+        shard_starts.append(rows_total + shard.row_start)
+
     try:
+        if sources:
+            reuse.add_sources(sources, content, tables, lambda text: on_note(text) if on_note else None)
         for index, (path, fmt) in enumerate(inputs):
             if on_file:
                 on_file(index, len(inputs), path)
             result = corpus.scan_file(path, fmt, index, spec.input_columns, spec.id_column, spec.shard_rows,
-                                      finder, keep_columns=spec.keep_columns, on_shard=tables.add_shard)
+                                      finder, keep_columns=spec.keep_columns, on_shard=add_shard, content=content)
             info = result.input.model_copy(update={"row_base": rows_total})
             tables.add_input(info)
             kept.add(info)
+            row_bases.append(rows_total)
             rows_total += info.rows
-            shards_total += result.shard_count
         duplicates = finder.finish(tables.duplicates_path)
+        if content is not None:
+            content.finish(tables.sources_path, np.asarray(row_bases, dtype=np.int64),
+                           np.frombuffer(shard_starts, dtype=np.int64), rows_total)
         folder, sizes = tables.store(store, fp)
     finally:
         finder.close()
         tables.close()
+        if content is not None:
+            content.close()
     header = PlanHeader(
         job_id=job_id_for(fp, store.url, name), fingerprint=fp, spec=spec, rows_total=rows_total,
-        shards_total=shards_total, files_total=len(inputs), id_type=finder.id_type, duplicate_ids=duplicates,
+        shards_total=len(shard_starts), files_total=len(inputs), id_type=finder.id_type, duplicate_ids=duplicates,
+        copies=content.copies if content else 0, reusable=content.reusable if content else 0,
+        reuse_fingerprints=tuple(s.plan.fingerprint for s in sources),
         queue=shard_queue(spec.task, spec.model.identity, spec.dtype, spec.backend), tables=folder,
         tables_bytes=sizes, keep_schema=keep_schema_text(kept.types), created_at=time.time(),
         code_version=CODE_VERSION)

@@ -23,6 +23,7 @@ class Snapshot:
     rows_live: int
     tokens_live: int
     shards_failed: int
+    rows_saved: int = 0  # of the committed rows: copied (identical input, or --reuse), not computed
 
 
 def eta_text(remaining_rows: int, rows_per_s: float) -> str:
@@ -62,8 +63,10 @@ class Reporter:
     def rate_text(self, snap: Snapshot) -> str:
         rows_s, tokens_s = self.window.rates()
         failed = f"  {snap.shards_failed} shards failed" if snap.shards_failed else ""
+        saved = (f"  {snap.rows_committed - snap.rows_saved:,} computed, {snap.rows_saved:,} saved"
+                 if snap.rows_saved else "")
         return (f"{rows_s:,.0f} rows/s  {tokens_s:,.0f} tok/s  ETA {eta_text(snap.rows_total - snap.rows_live, rows_s)}"
-                f"{failed}")
+                f"{saved}{failed}")
 
 
 class BarReporter(Reporter):
@@ -133,6 +136,9 @@ def summary_line(status, wall_s: float, rows_before: int) -> str:
     average rate over that time (not a lifetime figure)."""
     done_now = status.rows_done - rows_before
     totals = f"{status.rows_done:,} rows ({status.rows_out:,} out, {status.rows_rejected:,} rejected)"
+    if status.rows_deduplicated or status.rows_reused:
+        totals += (f"; {status.rows_computed:,} computed, {status.rows_deduplicated:,} copied from identical rows, "
+                   f"{status.rows_reused:,} reused")
     if done_now <= 0:
         return f"job {status.job_id} is {status.status}: {totals}; nothing was left to do"
     rate = done_now / wall_s if wall_s > 0 else 0.0
@@ -147,6 +153,8 @@ def summary_table(status) -> Table:
         ("queue", status.queue),
         ("rows", f"{status.rows_done:,} of {status.rows_total:,} done"),
         ("rows out / rejected", f"{status.rows_out:,} / {status.rows_rejected:,}"),
+        ("rows computed / deduplicated / reused",
+         f"{status.rows_computed:,} / {status.rows_deduplicated:,} / {status.rows_reused:,}"),
         ("tokens", f"{status.tokens:,}"),
         ("shards", f"{status.shards_committed} committed, {status.shards_quarantined} quarantined, "
                    f"{status.shards_pending} pending of {status.shards_total}"),

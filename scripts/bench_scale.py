@@ -342,7 +342,7 @@ def prefill(out: Path, redis, upto: int, work: Path) -> None:
         if record is None:
             ids = list(range(shard.row_start, shard.row_end))
             table = output.result_table(schema, ids, np.zeros((len(ids), 64), "float32"), np.ones(len(ids), "int32"),
-                                        np.zeros(len(ids), bool))
+                                        np.zeros(len(ids), bool), bytes(16 * len(ids)))
             path = out / store.data_key(shard.shard_id)
             path.parent.mkdir(exist_ok=True)
             pq.write_table(table, path)

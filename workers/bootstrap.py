@@ -81,7 +81,7 @@ def warm_up(engine) -> None:
     else:
         vectors = engine.rerank(["warm up"], ["warm up"]).scores
         schema = output.result_schema("rerank", "int64", 0, "float32")
-    output.result_table(schema, [0], vectors, np.ones(1, np.int32), np.zeros(1, bool))
+    output.result_table(schema, [0], vectors, np.ones(1, np.int32), np.zeros(1, bool), bytes(16))
 
 
 def give_up(spec: WorkerSpec, reason: str) -> None:

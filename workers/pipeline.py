@@ -22,10 +22,12 @@ import numpy as np
 
 from common import defaults
 from common.io import corpus, output
+from common.io.content import content_hash
 from common.io.plans import Plan
 from common.io.store import OutputStore
 from common.schemas import SEMANTICS_VERSION, CommitRecord, ShardSpec
 from common.templates import format_query
+from workers.copies import ShardCopies
 from workers.engines.base import Engine
 
 log = logging.getLogger(__name__)
@@ -56,10 +58,12 @@ def run_shard(store: OutputStore, plan: Plan, shard: ShardSpec, engine: Engine, 
     schema = output.result_schema(plan.spec.task, plan.id_type, dim, plan.spec.output_dtype,
                                   plan.keep_column_types(), file_metadata(plan, engine))
     rejects: list[tuple] = []
+    copies = ShardCopies(store, plan, shard, "embedding" if plan.spec.task == "embed" else "score")
+    copies.fetch()
     attempt = store.new_attempt(shard_id)
     try:
         with output.ParquetChunkWriter(schema, attempt.path(data_key)) as writer:
-            totals = compute(engine, plan, read_chunks(plan, shard, rejects), dim, progress, writer.write)
+            totals = compute(engine, plan, read_chunks(plan, shard, rejects), dim, progress, writer.write, copies)
         progress(len(rejects), 0)  # rows rejected while reading count as done
         rejects += totals.failed
         fault("after_compute", shard_id)
@@ -71,7 +75,8 @@ def run_shard(store: OutputStore, plan: Plan, shard: ShardSpec, engine: Engine, 
             shard_id=shard_id, attempt=attempt.id, rows_in=shard.rows, rows_out=totals.rows,
             rows_rejected=len(rejects), tokens=totals.tokens, data_file=data_key,
             reject_file=reject_key if rejects else None, data_sha256=writer.sha256,
-            data_bytes=attempt.path(data_key).stat().st_size, worker=worker,
+            data_bytes=attempt.path(data_key).stat().st_size, rows_deduplicated=totals.deduplicated,
+            rows_reused=totals.reused, worker=worker,
             seconds=round(time.perf_counter() - started, 3), committed_at=time.time(),
             simulated=plan.spec.backend == "simulated", random_weights=engine.info.random_weights)
         if record.rows_out + record.rows_rejected != record.rows_in:
@@ -120,43 +125,54 @@ def file_metadata(plan: Plan, engine: Engine) -> dict[str, str]:
 @dataclass
 class Totals:
     rows: int = 0  # written to the data file
-    tokens: int = 0
+    tokens: int = 0  # of the rows the engine computed (a copied row's tokens cost nothing)
+    deduplicated: int = 0  # of rows: copied from a row of identical input in this job
+    reused: int = 0  # of rows: copied from a --reuse source
     failed: list = field(default_factory=list)  # (row, id, reason) of rows the engine could not compute
 
 
 @dataclass
 class Prepared:
     rows: list  # corpus rows of the chunk
-    tokenized: list  # what the engine runs
+    run: list  # their indexes in `rows` that the engine runs
+    tokenized: list  # what the engine runs, for those rows
 
 
-def prepare(engine: Engine, plan: Plan, chunks: Iterator[list]) -> Prepared | None:
-    """The next chunk read and tokenised, or None at the end (runs on the reading thread)."""
+def prepare(engine: Engine, plan: Plan, chunks: Iterator[list], copies: ShardCopies) -> Prepared | None:
+    """The next chunk read, hashed and tokenised, or None at the end (runs on the reading thread).
+    Rows whose value is copied are not tokenised."""
     rows = next(chunks, None)
     if rows is None:
         return None
+    for row in rows:
+        row.hash = content_hash(row.values)
+    run = [i for i, row in enumerate(rows) if copies.known(row) is None and not copies.awaits_own(row)]
+    return Prepared(rows, run, tokenize(engine, plan, [rows[i] for i in run]))
+
+
+def tokenize(engine: Engine, plan: Plan, rows: list) -> list:
     spec = plan.spec
     if spec.task == "embed":
         texts = [r.values[0] if spec.instruction is None else format_query(r.values[0], spec.instruction)
                  for r in rows]
-        return Prepared(rows, engine.tokenize_embed(texts))
-    return Prepared(rows, engine.tokenize_rerank([r.values[0] for r in rows], [r.values[1] for r in rows],
-                                                 spec.instruction or defaults.DEFAULT_RERANK_INSTRUCTION))
+        return engine.tokenize_embed(texts)
+    return engine.tokenize_rerank([r.values[0] for r in rows], [r.values[1] for r in rows],
+                                  spec.instruction or defaults.DEFAULT_RERANK_INSTRUCTION)
 
 
 def compute(engine: Engine, plan: Plan, chunks: Iterator[list], dim: int, progress: Progress,
-            write: Callable) -> Totals:
+            write: Callable, copies: ShardCopies) -> Totals:
     """Run every chunk through the engine, reading the next and writing the previous meanwhile.
     write(rows, values, n_tokens, truncated) gets each chunk's good rows, in order."""
     totals = Totals()
     with ThreadPoolExecutor(1, thread_name_prefix="q3b-read") as reader, \
             ThreadPoolExecutor(1, thread_name_prefix="q3b-write") as writer:
-        ahead: Future = reader.submit(prepare, engine, plan, chunks)
+        ahead: Future = reader.submit(prepare, engine, plan, chunks, copies)
         behind: Future | None = None
         try:
             while (current := ahead.result()) is not None:
-                ahead = reader.submit(prepare, engine, plan, chunks)
-                results = run_chunk(engine, plan, current, dim, progress, totals)
+                ahead = reader.submit(prepare, engine, plan, chunks, copies)
+                results = run_chunk(engine, plan, current, dim, progress, totals, copies)
                 if behind is not None:
                     behind.result()  # one chunk in flight to the file at a time; its error, if any, here
                 behind = writer.submit(write, *results)
@@ -168,18 +184,55 @@ def compute(engine: Engine, plan: Plan, chunks: Iterator[list], dim: int, progre
     return totals
 
 
-def run_chunk(engine: Engine, plan: Plan, prepared: Prepared, dim: int, progress: Progress, totals: Totals):
-    """One chunk through the engine: (good rows, their values, token counts, truncation flags)."""
-    spec, rows = plan.spec, prepared.rows
-    if spec.task == "embed":
-        out = engine.embed_tokenized(prepared.tokenized, dim=dim, progress=progress)
+def run_chunk(engine: Engine, plan: Plan, prepared: Prepared, dim: int, progress: Progress, totals: Totals,
+              copies: ShardCopies):
+    """One chunk: its runnable rows through the engine, the others copied (a copy whose source
+    did not come through is run after all). Returns (good rows, their values, token counts,
+    truncation flags), in input order."""
+    rows = prepared.rows
+    results: dict[int, tuple] = {}  # index in rows -> (value, n_tokens, truncated), or an error string
+    run_rows(engine, plan, prepared.run, prepared.tokenized, rows, dim, progress, results, copies)
+    late, copied_rows = [], set()
+    for i, row in enumerate(rows):
+        if i in results:
+            continue
+        copied = copies.known(row) or copies.own_value(row)
+        if copied is None:
+            late.append(i)
+            continue
+        results[i] = (copied.value, copied.n_tokens, copied.truncated)
+        copied_rows.add(i)
+        totals.reused += copied.reused
+        totals.deduplicated += not copied.reused
+    if copied_rows:
+        progress(len(copied_rows), 0)
+    if late:  # their source was rejected or failed: computed here
+        run_rows(engine, plan, late, tokenize(engine, plan, [rows[i] for i in late]), rows, dim, progress, results,
+                 copies)
+    good = [i for i in range(len(rows)) if not isinstance(results[i], str)]
+    totals.failed += [(rows[i].row, rows[i].id, results[i]) for i in range(len(rows)) if isinstance(results[i], str)]
+    totals.rows += len(good)
+    n_tokens = np.array([results[i][1] for i in good], dtype=np.int32)
+    totals.tokens += sum(results[i][1] for i in good if i not in copied_rows)
+    values = np.stack([np.asarray(results[i][0]) for i in good]) if good else np.zeros(
+        (0, dim) if plan.spec.task == "embed" else (0,), dtype=np.float32)
+    return ([rows[i] for i in good], values, n_tokens, np.array([results[i][2] for i in good], dtype=bool))
+
+
+def run_rows(engine: Engine, plan: Plan, indexes: list[int], tokenized: list, rows: list, dim: int,
+             progress: Progress, results: dict, copies: ShardCopies) -> None:
+    """Rows of a chunk through the engine, their results (or errors) into `results`."""
+    if not indexes:
+        return
+    if plan.spec.task == "embed":
+        out = engine.embed_tokenized(tokenized, dim=dim, progress=progress)
         values = out.vectors
     else:
-        out = engine.rerank_tokenized(prepared.tokenized, progress=progress)
+        out = engine.rerank_tokenized(tokenized, progress=progress)
         values = out.scores
-    keep = np.array([e is None for e in out.errors], dtype=bool)
-    totals.failed += [(row.row, row.id, error) for row, error in zip(rows, out.errors) if error is not None]
-    good = [row for row, k in zip(rows, keep) if k]
-    totals.rows += len(good)
-    totals.tokens += int(out.n_tokens[keep].sum())
-    return (good, values[keep], out.n_tokens[keep], out.truncated[keep])
+    for j, i in enumerate(indexes):
+        if out.errors[j] is not None:
+            results[i] = out.errors[j]
+        else:
+            results[i] = (values[j], int(out.n_tokens[j]), bool(out.truncated[j]))
+            copies.remember(rows[i], values[j], out.n_tokens[j], out.truncated[j])

@@ -99,6 +99,9 @@ class WorkerContext:
             if plan.job_id != message.job_id:
                 raise RefusedMessage(f"{message.output} holds job {plan.job_id}, not {message.job_id}")
             self.check_serves(plan)
+            for source in plan.spec.reuse:  # read by its shards: only where this worker may read
+                check_within(source, (self.output_root, *self.input_roots), "--reuse source",
+                             f"{ENV_PREFIX}OUTPUT_ROOT / {ENV_PREFIX}INPUT_ROOTS")
             store.check_commits_supported()
             self.plans[key] = (store, plan)
             if len(self.plans) > PLANS_KEPT:
@@ -347,7 +350,8 @@ def announce(ctx: WorkerContext, store: OutputStore, plan: Plan, shard: ShardSpe
     commit after a quarantine), which writes the success marker."""
     if isinstance(record, CommitRecord):
         figures = dict(kind="c", rows_in=record.rows_in, rows_out=record.rows_out,
-                       rows_rejected=record.rows_rejected, tokens=record.tokens)
+                       rows_rejected=record.rows_rejected, tokens=record.tokens,
+                       rows_deduplicated=record.rows_deduplicated, rows_reused=record.rows_reused)
     else:
         figures = dict(kind="q", rows_in=shard.rows)
     try:

@@ -13,12 +13,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from common import defaults
 from common.errors import PermanentShardError, Qwen3BatchError
 from common.io import fs
+from common.io.content import HASH_BYTES, content_hash, hash_arrays, runnable
 from common.schemas import InputFile, ShardSpec
 
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
@@ -41,6 +43,7 @@ class Row:
     values: tuple | None = None  # the text (embed) or (query, document) (rerank)
     reject: str | None = None  # reason code: detail
     kept: tuple = ()  # the --keep-columns values, copied into the output
+    hash: bytes = b""  # content hash of values (common/io/content.py), set before the row is run
 
 
 # --- finding inputs ---------------------------------------------------------------------------
@@ -116,9 +119,10 @@ class ScanResult:
 
 
 def scan_file(path: str, fmt: str, file_index: int, columns: tuple[str, ...], id_column: str,
-              shard_rows: int, ids, keep_columns: tuple[str, ...] = (), on_shard=None) -> ScanResult:
+              shard_rows: int, ids, keep_columns: tuple[str, ...] = (), on_shard=None, content=None) -> ScanResult:
     """Count rows, cut shards and stream ids to `ids` (a common.io.duplicates.DuplicateFinder, or
-    anything with its `add` and `add_array`), in one pass; an
+    anything with its `add` and `add_array`), and with `content` (a common.io.content.ContentIndex)
+    the runnable rows' content hashes, in one pass; an
     InputError when the text columns (or the --keep-columns) are missing from the file. From a
     bucket: jsonl is read through once, a block of ranged reads at a time (bounded memory);
     Parquet gives its row counts from its footer, and only the id column is read. Each shard goes
@@ -130,11 +134,12 @@ def scan_file(path: str, fmt: str, file_index: int, columns: tuple[str, ...], id
     footer = ""
     if fmt == "jsonl":
         sample = ColumnSample(path, columns, keep_columns)
-        rows, shards = _scan_jsonl(path, file_index, id_column, shard_rows, ids.add, sample, on_shard)
+        rows, shards = _scan_jsonl(path, file_index, columns, id_column, shard_rows, ids.add, sample, on_shard,
+                                   content)
         sample.check()
     else:
         rows, shards = _scan_parquet(path, file_index, columns, id_column, shard_rows, ids, keep_columns,
-                                     on_shard)
+                                     on_shard, content)
         footer = hashlib.sha256(read_footer(path, size)[0]).hexdigest()
     info = InputFile(path=path, format=fmt, size=size, mtime_ns=fs.mtime_ns(path),
                      sample_sha256=sample_sha256(path, size), rows=rows, footer_sha256=footer)
@@ -179,14 +184,15 @@ class ColumnSample:
                                  f"named in --keep-columns ({seen})")
 
 
-def _scan_jsonl(path: str, file_index: int, id_column: str, shard_rows: int, on_ids, sample: ColumnSample,
-                on_shard):
+def _scan_jsonl(path: str, file_index: int, columns: tuple[str, ...], id_column: str, shard_rows: int, on_ids,
+                sample: ColumnSample, on_shard, content=None):
     """One pass over the file; each shard's byte range is hashed on the way (the bytes are read
     anyway), so a worker can tell that the file changed under the plan as it reads the shard."""
     shards, rows, offset, lines = 0, 0, 0, 0
     start_row, start_offset, start_line = 0, 0, 0
     ids, id_rows = [], []
     want_ids = id_column != defaults.ROW_NUMBER_ID
+    hashes = ContentBatch(content, file_index)
     digest = hashlib.sha256()
 
     def cut(end_row: int, end_offset: int) -> ShardSpec:
@@ -207,7 +213,7 @@ def _scan_jsonl(path: str, file_index: int, id_column: str, shard_rows: int, on_
             digest.update(raw)
             if not line.strip():
                 continue
-            if want_ids or not sample.full:
+            if want_ids or not sample.full or content is not None:
                 obj = _jsonl_object(line)
                 if not sample.full:
                     sample.add(obj)
@@ -217,13 +223,51 @@ def _scan_jsonl(path: str, file_index: int, id_column: str, shard_rows: int, on_
                 if len(ids) >= defaults.READ_BATCH_ROWS:
                     on_ids(file_index, id_rows, ids)
                     ids, id_rows = [], []
+            if content is not None and isinstance(obj, dict):
+                hashes.add_object(rows, obj, columns, id_column)
             rows += 1
     if ids:
         on_ids(file_index, id_rows, ids)
+    hashes.flush()
     if rows > start_row:
         on_shard(cut(rows, offset))
         shards += 1
     return rows, shards
+
+
+class ContentBatch:
+    """The content hashes of a jsonl file's runnable rows, handed to a ContentIndex a batch at a time."""
+
+    def __init__(self, content, file_index: int):
+        self.content, self.file_index = content, file_index
+        self.rows: list[int] = []
+        self.digests = bytearray()
+
+    def add_object(self, index: int, obj: dict, columns: tuple[str, ...], id_column: str) -> None:
+        row = check_values(Row(index, id=_row_id(obj.get(id_column), id_column, index)),
+                           [obj.get(c, _MISSING) for c in columns], columns)
+        if row.reject is None:  # the rows a shard will run: the same check, so a copy's source is runnable
+            self.rows.append(index)
+            self.digests += content_hash(row.values)
+            if len(self.rows) >= defaults.READ_BATCH_ROWS * 8:
+                self.flush()
+
+    def flush(self) -> None:
+        if self.rows:
+            self.content.add(self.file_index, np.asarray(self.rows, dtype=np.int64), bytes(self.digests))
+            self.rows, self.digests = [], bytearray()
+
+
+def add_parquet_hashes(content, file_index: int, first_row: int, columns: list, ids) -> None:
+    """A Parquet batch's runnable rows' content hashes, from the Arrow buffers."""
+    columns = [c.combine_chunks() if isinstance(c, pa.ChunkedArray) else c for c in columns]
+    columns = [c.cast(c.type.value_type) if pa.types.is_dictionary(c.type) else c for c in columns]
+    if isinstance(ids, pa.ChunkedArray):
+        ids = ids.combine_chunks()
+    valid = runnable(columns, ids)
+    if valid.any():
+        digests = np.frombuffer(hash_arrays(columns, valid), dtype=f"V{HASH_BYTES}")[valid]
+        content.add(file_index, np.flatnonzero(valid).astype(np.int64) + first_row, digests.tobytes())
 
 
 def _jsonl_object(line: bytes):
@@ -237,14 +281,20 @@ def _jsonl_object(line: bytes):
 
 
 def _scan_parquet(path: str, file_index: int, columns: tuple[str, ...], id_column: str, shard_rows: int, ids,
-                  keep_columns: tuple[str, ...], on_shard):
+                  keep_columns: tuple[str, ...], on_shard, content=None):
     pf = open_parquet(path)
     check_parquet_schema(path, pf.schema_arrow, columns, id_column, keep_columns)
     rows = pf.metadata.num_rows
-    if id_column != defaults.ROW_NUMBER_ID:
+    with_ids = id_column != defaults.ROW_NUMBER_ID
+    wanted = ([id_column] if with_ids else []) + (list(columns) if content is not None else [])
+    if wanted:
         done = 0
-        for batch in pf.iter_batches(batch_size=defaults.READ_BATCH_ROWS * 8, columns=[id_column]):
-            ids.add_array(file_index, done, batch.column(0))  # as Arrow arrays: no Python object per id
+        for batch in pf.iter_batches(batch_size=defaults.READ_BATCH_ROWS * 8, columns=list(dict.fromkeys(wanted))):
+            id_array = batch.column(id_column) if with_ids else None
+            if with_ids:
+                ids.add_array(file_index, done, id_array)  # as Arrow arrays: no Python object per id
+            if content is not None:
+                add_parquet_hashes(content, file_index, done, [batch.column(c) for c in columns], id_array)
             done += batch.num_rows
     count = 0
     for start, end in row_group_ranges([pf.metadata.row_group(g).num_rows for g in range(pf.metadata.num_row_groups)],

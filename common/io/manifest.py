@@ -39,6 +39,8 @@ class Manifest:
     rows_out: int = 0
     rows_rejected: int = 0
     tokens: int = 0
+    rows_deduplicated: int = 0  # of rows_out: copied, not computed (see CommitRecord)
+    rows_reused: int = 0
     rows_in_quarantined: int = 0
     simulated: bool = False
     random_weights: bool = False
@@ -95,6 +97,8 @@ class Manifest:
         self.rows_out += record.rows_out
         self.rows_rejected += record.rows_rejected
         self.tokens += record.tokens
+        self.rows_deduplicated += record.rows_deduplicated
+        self.rows_reused += record.rows_reused
         self.simulated |= record.simulated
         self.random_weights |= record.random_weights
 
@@ -115,6 +119,8 @@ class Manifest:
         self.rows_out -= record.rows_out
         self.rows_rejected -= record.rows_rejected
         self.tokens -= record.tokens
+        self.rows_deduplicated -= record.rows_deduplicated
+        self.rows_reused -= record.rows_reused
 
     def clear_quarantine(self, ordinals: list[int], rows: list[int], shard_ids: list[str]) -> None:
         """`resume --retry-quarantined`: these shards are pending again."""
@@ -127,7 +133,8 @@ class Manifest:
     # --- the stored form ----------------------------------------------------------------------------
     def to_bytes(self) -> bytes:
         body = {k: getattr(self, k) for k in ("shards_total", "version", "rows_done", "rows_out", "rows_rejected",
-                                              "tokens", "rows_in_quarantined", "simulated", "random_weights",
+                                              "tokens", "rows_deduplicated", "rows_reused",
+                                              "rows_in_quarantined", "simulated", "random_weights",
                                               "reasons", "problems", "updated_at")}
         body["committed"], body["quarantined"] = _pack(self.committed), _pack(self.quarantined)
         return json.dumps(body, separators=(",", ":")).encode()

@@ -7,7 +7,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from common.io.content import HASH_TYPE
+
 METADATA_PREFIX = "qwen3batch."  # Parquet key-value metadata: qwen3batch.model, qwen3batch.task, ...
+HASH_COLUMN = "input_hash"  # BLAKE2b-128 of the row's input (common/io/content.py): what --reuse matches on
+BUILT_COLUMNS = 5  # id, embedding or score, n_tokens, truncated, input_hash; the --keep-columns follow
 
 REJECT_SCHEMA = pa.schema([
     ("file", pa.string()),
@@ -23,20 +27,20 @@ def id_type(name: str) -> pa.DataType:
 
 def result_schema(task: str, id_type_name: str, dim: int, output_dtype: str,
                   kept: dict[str, pa.DataType] | None = None, metadata: dict[str, str] | None = None) -> pa.Schema:
-    """id, embedding (FixedSizeList, read as FLOAT[] by DuckDB) or score, n_tokens, truncated, then
-    the --keep-columns; `metadata` becomes the file's key-value metadata (what made it)."""
+    """id, embedding (FixedSizeList, read as FLOAT[] by DuckDB) or score, n_tokens, truncated,
+    input_hash, then the --keep-columns; `metadata` becomes the file's key-value metadata (what made it)."""
     fields = [("id", id_type(id_type_name))]
     if task == "embed":
         value = pa.float16() if output_dtype == "float16" else pa.float32()
         fields.append(("embedding", pa.list_(value, dim)))
     else:
         fields.append(("score", pa.float32()))
-    fields += [("n_tokens", pa.int32()), ("truncated", pa.bool_()), *(kept or {}).items()]
+    fields += [("n_tokens", pa.int32()), ("truncated", pa.bool_()), (HASH_COLUMN, HASH_TYPE), *(kept or {}).items()]
     return pa.schema(fields, metadata={f"{METADATA_PREFIX}{k}": v for k, v in (metadata or {}).items()})
 
 
 def result_table(schema: pa.Schema, ids: list, values: np.ndarray, n_tokens: np.ndarray,
-                 truncated: np.ndarray, kept: list[tuple] = ()) -> pa.Table:
+                 truncated: np.ndarray, hashes: bytes, kept: list[tuple] = ()) -> pa.Table:
     if "embedding" in schema.names:
         value_type = schema.field("embedding").type
         dim = value_type.list_size
@@ -45,11 +49,12 @@ def result_table(schema: pa.Schema, ids: list, values: np.ndarray, n_tokens: np.
     else:
         column = pa.array(values.astype(np.float32), type=pa.float32())
     ids_array = pa.array(ids, type=schema.field("id").type)
-    kept_names = schema.names[4:]
+    kept_names = schema.names[BUILT_COLUMNS:]
     kept_arrays = [pa.array([row[i] for row in kept] if kept else [], type=schema.field(name).type)
                    for i, name in enumerate(kept_names)]
+    hash_array = pa.FixedSizeBinaryArray.from_buffers(HASH_TYPE, len(ids), [None, pa.py_buffer(hashes)])
     return pa.Table.from_arrays([ids_array, column, pa.array(n_tokens, pa.int32()), pa.array(truncated, pa.bool_()),
-                                 *kept_arrays], schema=schema)
+                                 hash_array, *kept_arrays], schema=schema)
 
 
 def reject_table(file: str, rows: list[int], ids: list, reasons: list[str]) -> pa.Table:
@@ -80,7 +85,8 @@ class ParquetChunkWriter:
         return self
 
     def write(self, rows: list, values: np.ndarray, n_tokens: np.ndarray, truncated: np.ndarray) -> None:
-        table = result_table(self.schema, [r.id for r in rows], values, n_tokens, truncated, [r.kept for r in rows])
+        table = result_table(self.schema, [r.id for r in rows], values, n_tokens, truncated,
+                             b"".join(r.hash for r in rows), [r.kept for r in rows])
         self.open().write_table(table)
 
     def open(self) -> pq.ParquetWriter:

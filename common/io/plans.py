@@ -4,6 +4,8 @@
     _plan/<fingerprint>/shards.parquet       one row per shard, in ordinal order
     _plan/<fingerprint>/inputs.parquet       one row per input file
     _plan/<fingerprint>/duplicate_ids.parquet  rows whose id was seen earlier in the corpus
+    _plan/<fingerprint>/sources.parquet        rows that copy a value instead of computing it (common/io/content.py)
+    _plan/<fingerprint>/reuse_files.parquet    the --reuse sources' data files those rows copy from
 
 No process parses the whole plan. A worker reads the header once per job, then the row group
 (GROUP_ROWS shards, a few hundred KB at most) that holds the shard a message names; a follower
@@ -29,12 +31,15 @@ from common.schemas import InputFile, PlanHeader, ShardSpec
 
 TABLES = "_plan"
 SHARDS, INPUTS, DUPLICATES = "shards.parquet", "inputs.parquet", "duplicate_ids.parquet"
+SOURCES, REUSE_FILES = "sources.parquet", "reuse_files.parquet"
 GROUP_ROWS = 4096  # rows per row group of the shard and input tables: what one lookup reads
 CACHED_GROUPS = 4  # row groups a Plan keeps per table, as Arrow tables (a worker's shards come from near the cursor)
 
 SHARD_SCHEMA = pa.schema([("shard_id", pa.string()), ("file_index", pa.int32()), ("row_start", pa.int64()),
                           ("row_end", pa.int64()), ("byte_offset", pa.int64()), ("line_start", pa.int64()),
                           ("byte_end", pa.int64()), ("sha256", pa.string())])
+REUSE_FILE_SCHEMA = pa.schema([("source", pa.int16()), ("url", pa.string()), ("key", pa.string()),
+                               ("size", pa.int64())])
 INPUT_SCHEMA = pa.schema([("path", pa.string()), ("format", pa.string()), ("size", pa.int64()),
                           ("mtime_ns", pa.int64()), ("sample_sha256", pa.string()), ("rows", pa.int64()),
                           ("row_base", pa.int64()), ("footer_sha256", pa.string())])
@@ -80,6 +85,7 @@ class PlanTables:
         self.dir = Path(tempfile.mkdtemp(prefix="q3b-plan-"))
         self.shards = TableWriter(self.dir / SHARDS, SHARD_SCHEMA)
         self.inputs = TableWriter(self.dir / INPUTS, INPUT_SCHEMA)
+        self.reuse_files = TableWriter(self.dir / REUSE_FILES, REUSE_FILE_SCHEMA)
 
     def add_input(self, info: InputFile) -> None:
         self.inputs.add(**info.model_dump())
@@ -91,13 +97,19 @@ class PlanTables:
     def duplicates_path(self) -> Path:
         return self.dir / DUPLICATES
 
+    @property
+    def sources_path(self) -> Path:
+        return self.dir / SOURCES
+
     def store(self, store: OutputStore, fingerprint: str) -> tuple[str, dict[str, int]]:
         """Upload the tables to `_plan/<fingerprint>/`; (that folder, each table's size in bytes)."""
         self.shards.close()
         self.inputs.close()
+        if not self.reuse_files.close():
+            (self.dir / REUSE_FILES).unlink()
         folder = f"{TABLES}/{fingerprint[:32]}"
         sizes = {}
-        for name in (SHARDS, INPUTS, DUPLICATES):
+        for name in (SHARDS, INPUTS, DUPLICATES, SOURCES, REUSE_FILES):
             local = self.dir / name
             if local.exists():
                 store.put_file(f"{folder}/{name}", local)
@@ -154,7 +166,8 @@ class Plan:
 
     def __init__(self, header: PlanHeader, store: OutputStore):
         self.header, self.store = header, store
-        self._groups: dict[str, OrderedDict] = {SHARDS: OrderedDict(), INPUTS: OrderedDict(), DUPLICATES: OrderedDict()}
+        self._groups: dict[str, OrderedDict] = {name: OrderedDict() for name in (SHARDS, INPUTS, DUPLICATES, SOURCES,
+                                                                                 REUSE_FILES)}
         self._footers: dict[str, pq.FileMetaData] = {}
 
     def __eq__(self, other) -> bool:
@@ -225,8 +238,30 @@ class Plan:
         kept like the shard table's."""
         if not self.duplicate_ids:
             return {}
-        metadata = self._metadata(DUPLICATES)
         found = {}
+        for dup in self._rows_of(DUPLICATES, shard).to_pylist():
+            found[dup["row"]] = (f"duplicate_id: {dup['id']!r} first seen in input file #{dup['first_file_index']} "
+                                 f"row {dup['first_row']}")
+        return found
+
+    def sources_in(self, shard: ShardSpec) -> pa.Table:
+        """The shard's rows that copy a value instead of computing it (common/io/content.py), as a
+        table of file_index, row, hash, origin, ref and pos."""
+        from common.io.content import SOURCES_SCHEMA
+
+        if not (self.header.copies or self.header.reusable):
+            return SOURCES_SCHEMA.empty_table()
+        return self._rows_of(SOURCES, shard)
+
+    def reuse_file(self, file_no: int) -> dict:
+        """A --reuse source's data file, by its number in the plan: source, url, key, size."""
+        return row_of(self._group(REUSE_FILES, file_no // GROUP_ROWS), file_no % GROUP_ROWS)
+
+    def _rows_of(self, table: str, shard: ShardSpec) -> pa.Table:
+        """A table's rows that fall in one shard: the row groups of the planner's table that can
+        hold them (its statistics say which), read once and cached like the shard table's."""
+        metadata = self._metadata(table)
+        found = []
         for g in range(metadata.num_row_groups):
             stats = [metadata.row_group(g).column(i).statistics for i in (0, 1)]  # file_index, row
             if stats[0] is not None and not stats[0].min <= shard.file_index <= stats[0].max:
@@ -234,14 +269,12 @@ class Plan:
             if stats[0] is not None and stats[0].min == stats[0].max and stats[1] is not None and (
                     stats[1].max < shard.row_start or stats[1].min >= shard.row_end):
                 continue
-            group = self._group(DUPLICATES, g)
+            group = self._group(table, g)
             rows = group.column("row")
             mask = pc.and_(pc.equal(group.column("file_index"), shard.file_index),
                            pc.and_(pc.greater_equal(rows, shard.row_start), pc.less(rows, shard.row_end)))
-            for dup in group.filter(mask).to_pylist():
-                found[dup["row"]] = (f"duplicate_id: {dup['id']!r} first seen in input file #{dup['first_file_index']} "
-                                     f"row {dup['first_row']}")
-        return found
+            found.append(group.filter(mask))
+        return pa.concat_tables(found) if found else metadata.schema.to_arrow_schema().empty_table()
 
     def keep_column_types(self) -> dict[str, pa.DataType]:
         """The output types of the --keep-columns, one per column across every input (checked at planning)."""
