@@ -100,6 +100,19 @@ class Settings:
                               "write under it. Pass a path inside it (or a relative one)")
         return str(path)
 
+    def reuse_location(self, source: str) -> str:
+        """Where a --reuse argument points: under output_root when it is relative. Workers read it
+        only inside their output root or input roots: elsewhere, an error naming both settings."""
+        if not self.output_root:
+            return source
+        absolute = is_object_url(source) or Path(source).is_absolute()
+        path = str(source if absolute else join(self.output_root, source))
+        roots = (self.output_root, *[r.strip() for r in self.input_roots.split(",") if r.strip()])
+        if not any(is_within(path, root) for root in roots):
+            raise ConfigError(f"--reuse {source}: workers read it only inside {ENV_PREFIX}OUTPUT_ROOT or "
+                              f"{ENV_PREFIX}INPUT_ROOTS ({', '.join(roots)}); pass a source inside one of them")
+        return path
+
     def output_allowed(self, out: str) -> bool:
         """Whether the producer's own --out passes its QWEN3B_OUTPUT_ROOT (any, when unset)."""
         return not self.output_root or (is_within(out, self.output_root) and real(out) != real(self.output_root))

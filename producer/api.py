@@ -233,7 +233,7 @@ def submit(inputs: str | Path, *, model: str | Path, out: str | Path, task: str 
                       instruction=instruction, query=query, dim=dim, output_dtype=output_dtype, id_column=id_column,
                       text_column=text_column, query_column=query_column, document_column=document_column,
                       keep_columns=tuple(keep_columns), shard_rows=shard_rows, client=client, reporter=reporter,
-                      dedup=dedup, reuse=tuple(settings.output_location(str(r)) for r in reuse))
+                      dedup=dedup, reuse=tuple(settings.reuse_location(str(r)) for r in reuse))
     store.check_commits_supported()
     plan = make_plan(str(inputs), spec, store, name, reporter)
     job = Job(store, plan, settings, client)

@@ -1,10 +1,11 @@
-"""Corpus -> job fingerprint + deterministic shards + duplicate ids. No broker here.
+"""Corpus -> job fingerprint + deterministic shards + duplicate ids + copies. No broker here.
 
 The plan is computed by streaming every input once, in bounded memory, and written to the output
 store before anything is enqueued (the store's files are its only side effect): its shards and
-inputs go into tables a row group at a time as the scan finds them (common/io/plans.py), and ids
-seen earlier in the corpus are found with a hash-partitioned spill to disk, so memory grows with
-neither the corpus nor the number of shards.
+inputs go into tables a row group at a time as the scan finds them (common/io/plans.py); ids seen
+earlier in the corpus, and inputs seen earlier or held by a --reuse source (common/io/content.py),
+are found with hash-partitioned spills to disk. Memory does not grow with the corpus; the shards'
+first rows are kept as 8 bytes a shard (4 MB at 5e5 shards), for the copies to name their shard.
 """
 
 import hashlib
@@ -64,15 +65,15 @@ def plan_job(source: str, spec: JobSpec, store: OutputStore, name: str | None = 
         raise ConfigError(f"--name {name!r} must match {JOB_NAME.pattern} (letters, digits, '.', '_', '-')")
     inputs = corpus.discover_inputs(source)
     identities = [input_identity(path, fmt) for path, fmt in inputs]
-    sources = reuse.open_sources(spec, store.url)
-    fp = fingerprint(spec, identities, tuple(s.plan.fingerprint for s in sources))
-    if store.has_plan():
+    if store.has_plan():  # resumed as planned: its --reuse sources need not even exist any more
         existing = load_plan(store)
-        if existing.fingerprint != fp:
+        if existing.fingerprint != fingerprint(spec, identities, existing.header.reuse_fingerprints):
             raise JobConflictError(f"{store.url} already holds job {existing.job_id}, a different job: "
                                    f"{'; '.join(differences(existing, spec, identities))}. Use another --out, or "
                                    "delete that output to start over")
         return existing, False
+    sources = reuse.open_sources(spec, store.url)
+    fp = fingerprint(spec, identities, tuple(s.plan.fingerprint for s in sources))
     tables = PlanTables()
     corpus_bytes = sum(size for _, _, size, _ in identities)
     finder = DuplicateFinder(total_bytes=corpus_bytes)

@@ -48,7 +48,7 @@ def open_sources(spec: JobSpec, output_url: str) -> list[ReuseSource]:
             raise ReuseRefused(f"--reuse {url}: that is this job's own --out")
         try:
             plan = load_plan(store)
-        except ConfigError as exc:
+        except (ConfigError, OSError) as exc:
             raise ReuseRefused(f"--reuse {url}: not a job's output ({exc})") from exc
         differ = differences(plan.spec, spec)
         if differ:

@@ -3,7 +3,8 @@
     python scripts/bench_scale.py [--sizes 1000,10000,100000] [--rows-per-shard 10] [--shards-run 200]
                                   [--s3] [--out bench-results/scale-cpu.json]
 
-For each size, a Parquet corpus of size x rows-per-shard rows, a private redis-server, and a job
+For each size, a Parquet corpus of size x rows-per-shard rows (a tenth of them copies of a row of another
+shard, so deduplication costs what it does), a private redis-server, and a job
 planned into `size` shards (the simulated backend, no device time, so what is measured is the
 control plane):
   submit         `producer submit` as a process: wall time, peak RSS, the Redis memory it added
@@ -135,7 +136,9 @@ def write_corpus(path: Path, rows: int) -> Path:
 
     if not path.exists():
         ids = pa.array(range(rows), pa.int64())
-        texts = pa.array([f"passage {i} of a corpus planned into many small shards" for i in range(rows)])
+        # every tenth row repeats the text of a row far away (another shard): dedup's costs are measured too
+        texts = pa.array([f"passage {i if i % 10 else (i * 7919) % rows} of a corpus planned into many small shards"
+                          for i in range(rows)])
         pq.write_table(pa.table({"id": ids, "text": texts}), path, row_group_size=65536)
     return path
 

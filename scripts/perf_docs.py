@@ -458,10 +458,45 @@ A cold `producer status --json` of the finished job took **{cold}** ({status}; g
 """
 
 
+# --- deduplication and --reuse --------------------------------------------------------------------------------
+def dedup(path: Path, d: dict) -> str:
+    c, runs, med = d["corpus"], d["runs"], d["median_wall_s"]
+    labels = {"a_no_dedup": "A, --no-dedup", "a_dedup": "A, dedup (the default)", "b_full": "B, a fresh full run",
+              "b_reuse": "B, --reuse of A's output"}
+    rows = [[labels[k], f"{runs[k][-1]['rows_out']:,}", f"{runs[k][-1]['rows_computed']:,}",
+             f"{runs[k][-1]['rows_deduplicated']:,}", f"{runs[k][-1]['rows_reused']:,}",
+             ", ".join(f"{r['wall_s']:.1f}" for r in runs[k]), f"{med[k]:.1f}"] for k in labels]
+    p = d["planning"]
+    plan_rows = [[label, f"{p[k]['wall_s']:.1f}", f"{p[k]['peak_rss_mib']:.0f}", f"{p[k]['copies_found']:,}"]
+                 for k, label in (("no_dedup", "--no-dedup"), ("dedup", "dedup"))]
+    return f"""
+## Deduplication and `--reuse`: rows computed and whole-process time
+
+{origin(path, d, "python scripts/bench_dedup.py")}
+
+Corpus A: {c['a_rows']:,} rows of {d['texts']}, {c['a_distinct']:,} distinct. Corpus B: A with 10% of its texts
+changed, 5% of its rows removed and 5% added ({c['b_rows']:,} rows, {c['b_distinct_not_in_a']:,} texts A never held).
+Each run is a whole `producer submit --local` process on the {d['model']} model ({d['dtype']}), runs alternated
+in one session on {d['cpu']}.
+
+{table(["run", "rows out", "computed", "deduplicated", "reused", "wall seconds", "median"], rows)}
+
+Dedup over --no-dedup: **{d['dedup_over_no_dedup']:.2f}x** the time; `--reuse` over a fresh full run:
+**{pct(d['reuse_over_full'])}** of the time (goal <= 45%: {"met" if d['reuse_over_full'] <= 0.45 else "**missed**"}); worst
+cosine between the two runs of B: {d['reuse_worst_cosine']:.7f}.
+
+Planning alone over a Parquet corpus of {p['rows']:,} rows ({p['copies']:,} copies, {p['corpus_bytes'] / 2**20:.0f} MiB),
+as its own process:
+
+{table(["planning", "wall seconds", "peak RSS MiB", "copies found"], plan_rows)}
+"""
+
+
 SECTIONS = [("engine-*.json", engine), ("int8-*.json", int8), ("pipeline-*.json", pipeline),
             ("cli-start-*.json", cli_start), ("scale-*.json", scale),
             ("shard-overhead-*.json", shard_overhead), ("perf-*.json", bench),
-            ("stores-*.json", stores), ("chaos*.json", chaos), ("eval-*.json", evaluation)]
+            ("stores-*.json", stores), ("chaos*.json", chaos), ("dedup-*.json", dedup),
+            ("eval-*.json", evaluation)]
 
 if __name__ == "__main__":
     main()

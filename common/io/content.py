@@ -107,7 +107,7 @@ class ContentIndex:
     the join that finds the rows needing no computing (see the module's docstring)."""
 
     FLUSH_RECORDS = 1 << 20  # records buffered before they go to disk (30 MB)
-    MAX_AT_ONCE = 4 << 20  # records of one partition joined in memory at once (about 400 MB with the sort)
+    MAX_AT_ONCE = 2 << 20  # records of one partition joined in memory at once (60 MB, about 250 MB with the sort)
     RECORDS_PER_PARTITION = 2 << 20
     MAX_PARTITIONS = 256  # open spill files at once
 

@@ -213,7 +213,7 @@ def test_every_data_file_says_what_made_it_and_kept_columns_ride_along(local_clu
     assert result.returncode == 0, result.stderr
     # Then the output carries them next to the id, and every file names its model, task, options and job
     table = ds.dataset(tmp_path / "out" / "data").to_table()
-    assert table.schema.names == ["id", "embedding", "n_tokens", "truncated", "title", "url"]
+    assert table.schema.names == ["id", "embedding", "n_tokens", "truncated", "input_hash", "title", "url"]
     assert sorted(zip(table["id"].to_pylist(), table["title"].to_pylist())) == [(i, f"t{i}") for i in range(150)]
     job_id = load_plan(OutputStore(tmp_path / "out")).job_id
     for path in (tmp_path / "out" / "data").glob("*.parquet"):
