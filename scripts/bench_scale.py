@@ -43,6 +43,7 @@ sys.path.insert(0, str(REPO))
 FLAT_GOAL = 1.5  # the figure at 1e5 shards over the figure at 1e3, for the figures that must be flat
 FLAT_UP_TO = 100_000  # the goal's sizes; larger ones are printed, and fitted, beside it
 LINEAR_OK = ("submit_s", "end_check_s")  # these may grow with the job
+COPY_FRACTION = 0.1  # of the corpus's rows: copies of a row of another shard
 
 
 def main(argv=None) -> None:
@@ -78,7 +79,8 @@ def main(argv=None) -> None:
         print(json.dumps(figures, indent=1), flush=True)
     growth = fit_growth(results)
     report = {"what": "control-plane cost against the number of shards (simulated engine)",
-              "rows_per_shard": args.rows_per_shard, "shards_run": args.shards_run, "sizes": results,
+              "rows_per_shard": args.rows_per_shard, "copy_fraction": COPY_FRACTION, "shards_run": args.shards_run,
+              "sizes": results,
               "growth": growth, "flat_goal": FLAT_GOAL, "linear_ok": list(LINEAR_OK)}
     if args.before:
         report["before_revision"] = git_revision(args.before)[0]
@@ -137,7 +139,8 @@ def write_corpus(path: Path, rows: int) -> Path:
     if not path.exists():
         ids = pa.array(range(rows), pa.int64())
         # every tenth row repeats the text of a row far away (another shard): dedup's costs are measured too
-        texts = pa.array([f"passage {i if i % 10 else (i * 7919) % rows} of a corpus planned into many small shards"
+        every = round(1 / COPY_FRACTION)
+        texts = pa.array([f"passage {i if i % every else (i * 7919) % rows} of a corpus planned into many small shards"
                           for i in range(rows)])
         pq.write_table(pa.table({"id": ids, "text": texts}), path, row_group_size=65536)
     return path

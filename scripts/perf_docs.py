@@ -427,8 +427,10 @@ def scale(path: Path, d: dict) -> str:
         cells = [f"{r[name]:,.3g}" if isinstance(r.get(name), (int, float)) else "-" for r in sizes]
         rows.append([text, *cells, f"{g['ratio']:.2f}x, b={g['exponent']:.2f}" if g else "", verdict])
     header = ["figure", *[f"{r['shards']:,} shards" for r in sizes], "growth, size^b", "verdict"]
+    copies = (f", {pct(d['copy_fraction'])} of the rows copies of a row of another shard (deduplication on)"
+              if d.get("copy_fraction") else "")
     return f"""
-## The control plane against the job's size
+## The control plane against the job's size{copies}
 
 {origin(path, d, "python scripts/bench_scale.py")}
 
