@@ -2,6 +2,7 @@
 
     python scripts/bench_dedup.py [--rows 2400] [--copies 0.25] [--shape 0.6b] [--dtype fp32]
                                   [--repeats 2] [--plan-rows 1000000] [--out bench-results/dedup-cpu.json]
+    python scripts/bench_dedup.py --planning-only 1000000,10000000 [--out bench-results/dedup-planning-cpu.json]
 
 1. Corpus A: `rows` rows of real sentences, a `copies` fraction of them repeating a sentence of
    another row (spread over the shards). `producer submit --local` with --no-dedup and with the
@@ -11,6 +12,7 @@
    cosine between the two runs' vectors of each id.
 3. Planning alone (`plan_job`, the simulated backend, no model) over a Parquet corpus of
    `plan-rows` rows with 10% copies, with and without dedup: wall time and peak RSS.
+   --planning-only runs this part alone, at each size given, to show how it grows.
 Every run is its own process, on a random-weight model of the real shape (its compute cost is
 the real model's); nothing here is a quality figure.
 """
@@ -41,17 +43,23 @@ def main(argv=None) -> None:
     ap.add_argument("--dtype", default="fp32")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--plan-rows", type=int, default=1_000_000)
+    ap.add_argument("--planning-only", default="", metavar="SIZES", help="only part 3, at these row counts")
     ap.add_argument("--work", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=REPO / "bench-results" / "dedup-cpu.json")
     args = ap.parse_args(argv)
-    from common.provenance import confirm, provenance
+    from common.provenance import provenance
     from harness.corpora import sentences
     from workers.models.random_init import ensure_random_model
 
     origin = provenance("python scripts/bench_dedup.py")
     work = args.work or Path(tempfile.mkdtemp(prefix="q3b-dedup-"))
-    model = ensure_random_model(REPO / ".cache" / "models", "embed", args.shape)
     texts, source = sentences()
+    if args.planning_only:
+        sizes = [int(s) for s in args.planning_only.split(",")]
+        report = {"what": "planning alone with and without dedup, against the corpus's size",
+                  "planning_sizes": [plan_memory(work / str(n), n, texts) for n in sizes], "cpu": cpu_name()}
+        return write_report(report, origin, args, work)
+    model = ensure_random_model(REPO / ".cache" / "models", "embed", args.shape)
     a_rows, b_rows, facts = make_corpora(texts, args.rows, args.copies)
     corpus_a, corpus_b = write_jsonl(work / "a.jsonl", a_rows), write_jsonl(work / "b.jsonl", b_rows)
     shard_rows = max(1, args.rows // 8)
@@ -77,6 +85,12 @@ def main(argv=None) -> None:
         "reuse_over_full": round(medians["b_reuse"] / medians["b_full"], 3),
         "reuse_worst_cosine": min(cosines), "planning": planning, "cpu": cpu_name(),
     }
+    write_report(report, origin, args, work)
+
+
+def write_report(report: dict, origin: dict, args, work: Path) -> None:
+    from common.provenance import confirm
+
     report["provenance"] = confirm(origin)
     print(json.dumps({k: v for k, v in report.items() if k != "runs"}, indent=1))
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -147,6 +161,7 @@ def plan_memory(work: Path, rows: int, texts: list[str]) -> dict:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    work.mkdir(parents=True, exist_ok=True)
     corpus = work / "plan.parquet"
     rng = random.Random(3)
     distinct = rows - rows // 10

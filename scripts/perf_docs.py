@@ -460,8 +460,26 @@ A cold `producer status --json` of the finished job took **{cold}** ({status}; g
 """
 
 
+def dedup_planning(path: Path, d: dict) -> str:
+    rows = [[f"{p['rows']:,}", f"{p['corpus_bytes'] / 2**20:,.0f}", f"{p['no_dedup']['wall_s']:.1f}",
+             f"{p['no_dedup']['peak_rss_mib']:.0f}", f"{p['dedup']['wall_s']:.1f}", f"{p['dedup']['peak_rss_mib']:.0f}",
+             f"{p['dedup']['copies_found']:,}"] for p in d["planning_sizes"]]
+    return f"""
+## Deduplication's planning cost against the corpus's size
+
+{origin(path, d, "python scripts/bench_dedup.py --planning-only")}
+
+Planning alone (`plan_job`, no model) over Parquet corpora with 10% copies, each as its own process, on {d['cpu']}:
+
+{table(["rows", "corpus MiB", "--no-dedup s", "--no-dedup peak RSS MiB", "dedup s", "dedup peak RSS MiB",
+        "copies found"], rows)}
+"""
+
+
 # --- deduplication and --reuse --------------------------------------------------------------------------------
 def dedup(path: Path, d: dict) -> str:
+    if "planning_sizes" in d:
+        return dedup_planning(path, d)
     c, runs, med = d["corpus"], d["runs"], d["median_wall_s"]
     labels = {"a_no_dedup": "A, --no-dedup", "a_dedup": "A, dedup (the default)", "b_full": "B, a fresh full run",
               "b_reuse": "B, --reuse of A's output"}
