@@ -282,7 +282,7 @@ def _jsonl_object(line: bytes):
 
 def _scan_parquet(path: str, file_index: int, columns: tuple[str, ...], id_column: str, shard_rows: int, ids,
                   keep_columns: tuple[str, ...], on_shard, content=None):
-    pf = open_parquet(path)
+    pf = open_parquet(path, pre_buffer=False)
     check_parquet_schema(path, pf.schema_arrow, columns, id_column, keep_columns)
     rows = pf.metadata.num_rows
     with_ids = id_column != defaults.ROW_NUMBER_ID
@@ -326,11 +326,13 @@ def row_group_ranges(group_rows: list[int], shard_rows: int) -> Iterator[tuple[i
         yield start, first
 
 
-def open_parquet(path: str) -> pq.ParquetFile:
-    """A Parquet file on disk or in a bucket (ranged reads: the footer first, then what is asked for)."""
+def open_parquet(path: str, pre_buffer: bool = True) -> pq.ParquetFile:
+    """A Parquet file on disk or in a bucket (ranged reads: the footer first, then what is asked for).
+    pre_buffer=False for a pass over the whole file: Arrow keeps every pre-buffered range until the
+    file is closed (measured: 1.3 MB more per 65,536-row batch of an id and a text column)."""
     path = str(path)
     try:
-        return pq.ParquetFile(fs.open_url(path, "rb") if fs.is_object_url(path) else path)
+        return pq.ParquetFile(fs.open_url(path, "rb") if fs.is_object_url(path) else path, pre_buffer=pre_buffer)
     except (pa.ArrowException, OSError) as exc:
         raise InputError(f"input {path}: not a readable Parquet file ({exc})") from exc
 
