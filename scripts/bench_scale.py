@@ -417,8 +417,9 @@ def measure_s3_job(model: Path, work: Path, shards: int = 400, workers: int = 2)
     try:
         bucket = server.bucket()
         ids = list(range(shards * 5))
-        pq.write_table(pa.table({"id": ids, "text": [f"sentence {i} of the corpus" for i in ids]}),
-                       work / "c.parquet", row_group_size=500)
+        every = round(1 / COPY_FRACTION)  # copies of a row of another shard, as in the scaled corpora
+        pq.write_table(pa.table({"id": ids, "text": [f"sentence {i if i % every else (i * 7919) % len(ids)} of the "
+                                                     "corpus" for i in ids]}), work / "c.parquet", row_group_size=500)
         server.client().upload_file(str(work / "c.parquet"), bucket, "corpus/c.parquet")
         env = {**server.env(proxy.endpoint), "QWEN3B_OUTPUT_ROOT": f"s3://{bucket}/",
                "QWEN3B_INPUT_ROOTS": f"s3://{bucket}/", "QWEN3B_SIM_BATCH_S": "0"}
