@@ -140,8 +140,9 @@ def write_corpus(path: Path, rows: int) -> Path:
         ids = pa.array(range(rows), pa.int64())
         # every tenth row repeats the text of a row far away (another shard): dedup's costs are measured too
         every = round(1 / COPY_FRACTION)
-        texts = pa.array([f"passage {i if i % every else (i * 7919) % rows} of a corpus planned into many small shards"
-                          for i in range(rows)])
+        # a copy's text is that of row (i * 7919 + 1) % rows, which ends in 1: never itself a copy
+        texts = pa.array([f"passage {i if i % every else (i * 7919 + 1) % rows} of a corpus planned into many small "
+                          "shards" for i in range(rows)])
         pq.write_table(pa.table({"id": ids, "text": texts}), path, row_group_size=65536)
     return path
 
@@ -418,8 +419,8 @@ def measure_s3_job(model: Path, work: Path, shards: int = 400, workers: int = 2)
         bucket = server.bucket()
         ids = list(range(shards * 5))
         every = round(1 / COPY_FRACTION)  # copies of a row of another shard, as in the scaled corpora
-        pq.write_table(pa.table({"id": ids, "text": [f"sentence {i if i % every else (i * 7919) % len(ids)} of the "
-                                                     "corpus" for i in ids]}), work / "c.parquet", row_group_size=500)
+        pq.write_table(pa.table({"id": ids, "text": [f"sentence {i if i % every else (i * 7919 + 1) % len(ids)} of "
+                                                     "the corpus" for i in ids]}), work / "c.parquet", row_group_size=500)
         server.client().upload_file(str(work / "c.parquet"), bucket, "corpus/c.parquet")
         env = {**server.env(proxy.endpoint), "QWEN3B_OUTPUT_ROOT": f"s3://{bucket}/",
                "QWEN3B_INPUT_ROOTS": f"s3://{bucket}/", "QWEN3B_SIM_BATCH_S": "0"}
