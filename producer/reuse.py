@@ -12,11 +12,10 @@ source is then read by the shards themselves, so workers on other hosts need onl
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
 import pyarrow as pa
 
 from common.errors import ConfigError
-from common.io.content import HASH_BYTES, ContentIndex
+from common.io.content import HASH_BYTES, ContentIndex, hash_bytes
 from common.io.manifest import load_manifest
 from common.io.output import HASH_COLUMN
 from common.io.plans import Plan, PlanTables, load_plan
@@ -119,6 +118,4 @@ def read_hashes(source: ReuseSource, shard_id: str) -> tuple[str, int, bytes]:
     if column.type != pa.binary(HASH_BYTES) or len(column) != record.rows_out or column.null_count:
         raise ReuseRefused(f"--reuse {source.url}: {where} holds {len(column):,} {HASH_COLUMN} values of type "
                            f"{column.type}, its commit record {record.rows_out:,} rows: not a usable source")
-    digests = np.frombuffer(column.buffers()[1], dtype=np.uint8)[column.offset * HASH_BYTES:
-                                                                  (column.offset + len(column)) * HASH_BYTES]
-    return key, record.data_bytes, digests.tobytes()
+    return key, record.data_bytes, hash_bytes(column)

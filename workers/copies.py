@@ -12,12 +12,11 @@ copy never fails a shard. Every value is matched by its content hash, never by p
 import logging
 from dataclasses import dataclass
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from common.io.content import HASH_BYTES, HASH_TYPE, NEW
+from common.io.content import HASH_BYTES, HASH_TYPE, NEW, hash_bytes
 from common.io.output import HASH_COLUMN
 from common.io.plans import Plan
 from common.io.store import OutputStore
@@ -58,6 +57,7 @@ class ShardCopies:
         # row in file -> (hash, origin, ref, pos): at most one entry per row of the shard
         self.planned = {row: (h, origin, ref, pos) for row, h, origin, ref, pos in
                         zip(columns["row"], digests, columns["origin"], columns["ref"], columns["pos"])}
+        self.sources = {OutputStore(url).url for url in plan.spec.reuse}  # the only stores a reuse file may be in
         self.keep = {h for h, origin, ref, _ in self.planned.values() if origin == NEW and ref == shard.ordinal}
         self.found: dict[bytes, Copied] = {}  # read from other files before the first chunk
         self.own: dict[bytes, Copied] = {}  # computed in this shard, for its later rows of the same input
@@ -105,9 +105,10 @@ class ShardCopies:
         return self.store, record.data_file, record.data_bytes or None, spans, False
 
     def _in_reuse_source(self, file_no: int):
+        if file_no < 0:
+            return None
         info = self.plan.reuse_file(file_no)
-        allowed = {OutputStore(url).url for url in self.plan.spec.reuse}
-        if info["url"] not in allowed:
+        if info["url"] not in self.sources:
             log.warning("shard %s: the plan names a reuse file in %s, which is not among the job's --reuse "
                         "sources; not read", self.shard.shard_id, info["url"])
             return None
@@ -159,7 +160,5 @@ class ShardCopies:
 
 
 def _hashes(column) -> list[bytes]:
-    column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    raw = np.frombuffer(column.buffers()[1], dtype=np.uint8)[column.offset * HASH_BYTES:
-                                                             (column.offset + len(column)) * HASH_BYTES].tobytes()
+    raw = hash_bytes(column)
     return [raw[i:i + HASH_BYTES] for i in range(0, len(raw), HASH_BYTES)]

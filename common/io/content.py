@@ -89,6 +89,13 @@ def runnable(columns: list[pa.Array], ids: pa.Array | None) -> np.ndarray:
     return mask
 
 
+def hash_bytes(column) -> bytes:
+    """An input_hash column's values, concatenated (16 bytes a row), straight from its buffer."""
+    column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    start = column.offset * HASH_BYTES
+    return np.frombuffer(column.buffers()[1], dtype=np.uint8)[start:start + len(column) * HASH_BYTES].tobytes()
+
+
 def split_hashes(digests: bytes) -> tuple[np.ndarray, np.ndarray]:
     pairs = np.frombuffer(digests, dtype="<u8").reshape(-1, 2)
     return pairs[:, 0], pairs[:, 1]
