@@ -83,10 +83,11 @@ def add_sources(sources: list[ReuseSource], content: ContentIndex, tables: PlanT
     held, file_no = 0, 0
     for origin, source in enumerate(sources):
         manifest = load_manifest(source.store, source.plan.shards_total)
-        committed = [s for s in source.plan.iter_shards() if manifest.committed[s.ordinal]]
-        note(f"planning: reading the input hashes of --reuse {source.url} ({len(committed):,} committed shards of "
-             f"{source.plan.shards_total:,})")
-        if not committed:
+        # a generator: a source of 5e5 shards never becomes a list of them
+        committed = (s for s in source.plan.iter_shards() if manifest.committed[s.ordinal])
+        note(f"planning: reading the input hashes of --reuse {source.url} ({manifest.shards_committed:,} committed "
+             f"shards of {source.plan.shards_total:,})")
+        if not manifest.shards_committed:
             raise ReuseRefused(f"--reuse {source.url}: job {source.plan.job_id} has no committed shard yet")
         reads = bounded_map(lambda s: (s, read_hashes(source, s.shard_id)), committed, source.store.read_concurrency)
         for shard, (key, size, digests) in reads:
